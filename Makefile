@@ -1,0 +1,53 @@
+# The commands a person types. `make demo` and `make test` set everything up
+# on a fresh Debian machine (Python venv, Docker engine, test images) first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+DISTRO ?= bookworm
+SCENARIOS ?= default
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export MOLECULE_DISTRO := $(DISTRO)
+export PY_COLORS := 1
+export ANSIBLE_FORCE_COLOR := 1
+
+step = @printf '\n\033[1m==> %s\033[0m\n' "$(1)"
+
+.PHONY: help venv docker images lint test molecule demo clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
+
+venv: $(VENV)/.installed  ## Create the pinned Python venv (.venv)
+
+$(VENV)/.installed: requirements-test.txt
+	$(call step,Python venv with the pinned test tools (requirements-test.txt))
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	@touch $@
+
+docker:  ## Install and start Docker from Debian's packages if needed
+	$(call step,Docker engine)
+	@tests/harness/docker-up.sh
+
+images: docker  ## Build the test image for DISTRO (default bookworm) if missing
+	$(call step,Test image uwsgi-role-test:$(DISTRO))
+	@tests/harness/build-image.sh $(DISTRO)
+
+lint: venv  ## yamllint and ansible-lint (production profile)
+	$(call step,yamllint)
+	yamllint --strict .
+	$(call step,ansible-lint --profile production)
+	ansible-lint --profile production
+
+molecule: venv images  ## Run the molecule SCENARIOS (default: default) on DISTRO
+	@set -e; for s in $(SCENARIOS); do \
+	  printf '\n\033[1m==> molecule test -s %s (%s)\033[0m\n' "$$s" "$(DISTRO)"; \
+	  molecule test -s $$s; \
+	done
+
+test: lint molecule  ## Everything: lint, then every molecule scenario
+
+clean:  ## Remove the venv and the test containers
+	-molecule destroy --all 2>/dev/null
+	rm -rf $(VENV)

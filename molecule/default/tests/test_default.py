@@ -1,0 +1,81 @@
+"""The default scenario's proof: the README's playbook on a Debian host that
+started with net.core.somaxconn = 128 and had no uWSGI or Supervisor."""
+
+import pytest
+
+import hostchecks as hc
+
+PLAYBOOK = hc.PROJECT / "playbooks" / "site.yml"
+APPS = hc.apps_from_playbook(PLAYBOOK)
+LIMIT = hc.derived_limit(APPS)
+APP_IDS = [a["name"] for a in APPS]
+
+
+def test_playbook_has_unix_and_tcp_apps_above_old_default():
+    kinds = {a["socket"].startswith("/") for a in APPS}
+    assert kinds == {True, False}
+    listens = [a["listen"] for a in APPS]
+    assert min(listens) > 128 and len(set(listens)) == len(listens)
+
+
+def test_sysctls_live_equal_persisted(host):
+    hc.check_sysctls(host, LIMIT)
+
+
+@pytest.mark.parametrize("app", APPS, ids=APP_IDS)
+def test_backlog_in_effect_equals_listen(host, app):
+    hc.check_backlog(host, app)
+
+
+@pytest.mark.parametrize("app", APPS, ids=APP_IDS)
+def test_running_as_unprivileged_user(host, app):
+    hc.check_running_as(host, app)
+
+
+@pytest.mark.parametrize("app", APPS, ids=APP_IDS)
+def test_real_request(host, app):
+    hc.check_request(host, app, f"hello from {app['name']}")
+
+
+def test_unix_socket_not_world_writable(host):
+    for app in APPS:
+        if app["socket"].startswith("/"):
+            sock = host.file(app["socket"])
+            assert sock.is_socket
+            assert sock.mode & 0o002 == 0 and sock.mode & 0o060 == 0o060, oct(sock.mode)
+            assert sock.group == "www-data"
+
+
+def test_config_files_root_owned(host):
+    for app in APPS:
+        for path in (f"/etc/uwsgi/supervisor/{app['name']}.ini", f"/etc/supervisor/conf.d/{app['name']}.conf"):
+            f = host.file(path)
+            assert f.user == "root" and f.mode & 0o002 == 0, path
+            assert "Ansible managed" in f.content_string
+
+
+@pytest.mark.parametrize("app", [a for a in APPS if a["socket"].startswith("/")], ids=lambda a: a["name"])
+def test_burst_of_listen_connections_while_busy_is_not_refused(host, app):
+    hc.check_burst(host, app)
+
+
+def test_check_diff_on_converged_host_changes_nothing():
+    run = hc.run_playbook(PLAYBOOK, "--check", "--diff")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    changed = hc.recap_changed(run.stdout)
+    assert changed and all(v == 0 for v in changed.values()), run.stdout[-3000:]
+
+
+def test_everything_holds_after_reboot(host):
+    marker = "/run/uwsgi-test-before-reboot"  # /run is a tmpfs: a boot empties it
+    host.run_test(f"touch {marker}")
+    hc.restart_container(host.backend.get_hostname())
+    hc.wait_until_serving(host, APPS)
+    assert not host.file(marker).exists, "the container did not restart"
+    hc.check_sysctls(host, LIMIT)
+    for app in APPS:
+        hc.check_backlog(host, app)
+        hc.check_running_as(host, app)
+        hc.check_request(host, app, f"hello from {app['name']}")
+        if app["socket"].startswith("/"):
+            hc.check_burst(host, app)

@@ -1,0 +1,21 @@
+"""A small Flask app for the role's tests and demo: one fast and one slow endpoint."""
+
+import os
+import time
+
+from flask import Flask, request
+
+app = Flask(__name__)
+NAME = os.environ.get("APP_NAME", "flaskapp")
+
+
+@app.route("/")
+def index():
+    return f"hello from {NAME}\n"
+
+
+@app.route("/slow")
+def slow():
+    seconds = min(float(request.args.get("t", "0.5")), 30.0)
+    time.sleep(seconds)
+    return f"slept {seconds} in {NAME}\n"

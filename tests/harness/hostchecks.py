@@ -1,0 +1,163 @@
+"""Checks of the role's promises on a real host, shared by the molecule verifiers.
+
+Each check reads the host itself (kernel values, `ss`, Supervisor, a real
+connection) through a testinfra `host` and returns what it saw, asserting on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import time
+
+import yaml
+
+PROJECT = pathlib.Path(__file__).resolve().parents[2]
+SYSCTL_FILE = "/etc/sysctl.d/60-uwsgi-backlog.conf"
+ROLE_DEFAULTS = yaml.safe_load((PROJECT / "defaults/main.yml").read_text())
+
+
+def apps_from_playbook(path: str | pathlib.Path) -> list[dict]:
+    """The apps of a playbook's play vars, with the role's defaults filled in."""
+    plays = yaml.safe_load(pathlib.Path(path).read_text())
+    apps = []
+    for play in plays:
+        for app in play.get("vars", {}).get("uwsgi_apps", []):
+            if app.get("state", "present") != "present":
+                continue
+            apps.append({
+                "name": app["name"],
+                "socket": app.get("socket") or f"{ROLE_DEFAULTS['uwsgi_socket_dir']}/{app['name']}.sock",
+                "listen": int(app.get("listen") or ROLE_DEFAULTS["uwsgi_listen"]),
+                "processes": int(app.get("processes") or ROLE_DEFAULTS["uwsgi_processes"]),
+                "threads": int(app.get("threads") or ROLE_DEFAULTS["uwsgi_threads"]),
+                "uid": app.get("uid") or ROLE_DEFAULTS["uwsgi_user"],
+                "protocol": app.get("protocol", "uwsgi"),
+            })
+    return apps
+
+
+def derived_limit(apps: list[dict]) -> int:
+    return max([4096] + [a["listen"] for a in apps])
+
+
+def sysctl_file(host) -> dict[str, int]:
+    values = {}
+    for line in host.file(SYSCTL_FILE).content_string.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";")) and "=" in line:
+            key, value = (part.strip() for part in line.split("=", 1))
+            values[key] = int(value)
+    return values
+
+
+def check_sysctls(host, expected: int) -> dict[str, int]:
+    persisted = sysctl_file(host)
+    live = {}
+    for key in ("net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog"):
+        live[key] = int(host.file("/proc/sys/" + key.replace(".", "/")).content_string)
+        assert persisted.get(key) == expected, f"{SYSCTL_FILE}: {key}={persisted.get(key)}, want {expected}"
+        assert live[key] == expected, f"live {key}={live[key]}, want {expected}"
+    return live
+
+
+def listen_backlogs(host) -> dict[str, int]:
+    """Send-Q of every LISTEN socket: the backlog in effect."""
+    out = host.check_output("ss -H --listening --numeric --unix --tcp")
+    backlogs = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[1] == "LISTEN":
+            backlogs[fields[4]] = int(fields[3])
+    return backlogs
+
+
+def check_backlog(host, app: dict) -> int:
+    backlogs = listen_backlogs(host)
+    key = app["socket"]
+    if not key.startswith("/") and key.startswith(":"):
+        key = "0.0.0.0" + key
+    seen = backlogs.get(key)
+    assert seen == app["listen"], f"{app['name']}: ss shows backlog {seen} on {key}, want {app['listen']} ({backlogs})"
+    return seen
+
+
+def supervisor_state(host, name: str) -> tuple[str, int | None]:
+    out = host.run(f"supervisorctl status {name}").stdout.split()
+    state = out[1] if len(out) > 1 else "missing"
+    pid = int(out[3].rstrip(",")) if len(out) > 3 and out[2] == "pid" else None
+    return state, pid
+
+
+def check_running_as(host, app: dict) -> int:
+    state, pid = supervisor_state(host, app["name"])
+    assert state == "RUNNING", f"{app['name']}: Supervisor says {state}"
+    users = host.check_output(f"ps -o user= --pid {pid} --ppid {pid}").split()
+    assert users and set(users) == {app["uid"]}, f"{app['name']}: processes run as {users}"
+    # master + workers
+    assert len(users) == 1 + app["processes"], f"{app['name']}: {len(users)} processes, want 1 + {app['processes']}"
+    return pid
+
+
+def check_request(host, app: dict, body: str) -> str:
+    cmd = host.run(f"uwsgiprobe request {app['socket']} / --protocol {app['protocol']}")
+    assert cmd.rc == 0, f"{app['name']}: request failed: {cmd.stdout} {cmd.stderr}"
+    assert body in cmd.stdout, f"{app['name']}: unexpected response {cmd.stdout!r}"
+    return cmd.stdout
+
+
+def check_burst(host, app: dict) -> dict:
+    """A burst as large as `listen` while every worker is busy: nothing refused."""
+    busy = app["processes"] * app["threads"]
+    out = host.check_output(f"uwsgiprobe burst {app['socket']} {app['listen']} --busy {busy} --hold 4")
+    result = json.loads(out)
+    assert result["refused"] == 0 and result["queued"] == app["listen"], f"{app['name']}: {result}"
+    return result
+
+
+def wait_until_serving(host, apps: list[dict], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if all(supervisor_state(host, a["name"])[0] == "RUNNING" for a in apps):
+                backlogs = listen_backlogs(host)
+                if all(any(k.endswith(a["socket"].rsplit(":", 1)[-1]) if not a["socket"].startswith("/")
+                           else k == a["socket"] for k in backlogs) for a in apps):
+                    return
+        except Exception:  # the host may still be booting  # noqa: BLE001
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"apps not serving {timeout} s after boot")
+        time.sleep(2)
+
+
+def restart_container(name: str) -> None:
+    subprocess.run(["docker", "restart", "--time", "20", name], check=True, capture_output=True)
+
+
+def run_playbook(playbook: str | pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+    """Run a playbook against the scenario's inventory with molecule's settings."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return subprocess.run(
+        ["ansible-playbook", "-i", inventory, str(playbook), *args],
+        capture_output=True, text=True, check=False,
+    )
+
+
+def recap_changed(output: str) -> dict[str, int]:
+    """changed= per host from a PLAY RECAP."""
+    changed = {}
+    in_recap = False
+    for line in output.splitlines():
+        if line.startswith("PLAY RECAP"):
+            in_recap = True
+            continue
+        if in_recap and ":" in line and "changed=" in line:
+            host, _, stats = line.partition(":")
+            fields = dict(f.split("=", 1) for f in stats.split())
+            changed[host.strip()] = int(fields["changed"])
+            if int(fields.get("failed", 0)) or int(fields.get("unreachable", 0)):
+                raise AssertionError(output[-3000:])
+    return changed
