@@ -7,6 +7,9 @@ VENV ?= .venv
 DISTRO ?= bookworm
 SCENARIOS ?= default
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Playbooks name the role as Galaxy users do (backlogops.uwsgi): point the
+# roles path at a link to this checkout, whatever its folder is called.
+export ANSIBLE_ROLES_PATH := $(CURDIR)/.cache/roles
 export MOLECULE_DISTRO := $(DISTRO)
 export PY_COLORS := 1
 export ANSIBLE_FORCE_COLOR := 1
@@ -18,13 +21,16 @@ step = @printf '\n\033[1m==> %s\033[0m\n' "$(1)"
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
 
-venv: $(VENV)/.installed  ## Create the pinned Python venv (.venv)
+venv: $(VENV)/.installed .cache/roles/backlogops.uwsgi  ## Create the pinned Python venv (.venv)
 
 $(VENV)/.installed: requirements-test.txt
 	$(call step,Python venv with the pinned test tools (requirements-test.txt))
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	@touch $@
+
+.cache/roles/backlogops.uwsgi:
+	@mkdir -p .cache/roles && ln -sfn ../.. $@
 
 docker:  ## Install and start Docker from Debian's packages if needed
 	$(call step,Docker engine)
