@@ -16,7 +16,7 @@ export ANSIBLE_FORCE_COLOR := 1
 
 step = @printf '\n\033[1m==> %s\033[0m\n' "$(1)"
 
-.PHONY: help venv docker images lint test molecule demo clean
+.PHONY: help venv docker images docs lint test molecule demo clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
@@ -40,7 +40,12 @@ images: docker  ## Build the test image for DISTRO (default bookworm) if missing
 	$(call step,Test image uwsgi-role-test:$(DISTRO))
 	@tests/harness/build-image.sh $(DISTRO)
 
-lint: venv  ## yamllint and ansible-lint (production profile)
+docs: venv  ## Regenerate the README's variable table from meta/argument_specs.yml
+	python tests/harness/readme_vars.py
+
+lint: venv  ## yamllint, ansible-lint (production profile), README table vs specs
+	$(call step,README variable table and defaults vs meta/argument_specs.yml)
+	python tests/harness/readme_vars.py --check
 	$(call step,yamllint)
 	yamllint --strict .
 	$(call step,ansible-lint --profile production)

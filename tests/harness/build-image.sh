@@ -2,7 +2,7 @@
 # Build a systemd-capable Debian test image from Debian's packages when it is
 # missing (no image registry is reachable). Usage: build-image.sh SUITE
 #   SUITE: bullseye | bookworm | trixie
-# The image is a "bare host": systemd, python3 (for Ansible), python3-apt (for
+# The image is a "bare host": systemd, python3 and sudo (for Ansible), python3-apt (for
 # the apt module, also in check mode), iproute2 (ss), procps and python3-flask
 # for the test app. No uWSGI and no Supervisor: the role installs those.
 # Rebuild with FORCE=1.
@@ -21,7 +21,7 @@ root="$(mktemp -d /var/tmp/uwsgi-role-rootfs.XXXXXX)"
 trap 'rm -rf "$root"' EXIT
 log "debootstrap $suite into $root (about a minute)"
 debootstrap --variant=minbase \
-  --include=python3,python3-apt,systemd,systemd-sysv,iproute2,procps,python3-flask,ca-certificates \
+  --include=python3,python3-apt,sudo,systemd,systemd-sysv,iproute2,procps,python3-flask,ca-certificates \
   "$suite" "$root" >"$root.log" 2>&1 || { tail -n 30 "$root.log" >&2; exit 1; }
 rm -f "$root.log"
 # Test images carry no sysctl.d files but the role's (a key outside the

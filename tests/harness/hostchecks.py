@@ -84,6 +84,10 @@ def check_backlog(host, app: dict) -> int:
     return seen
 
 
+def supervisord_pid(host) -> int:
+    return int(host.file("/run/supervisord.pid").content_string.strip())
+
+
 def supervisor_state(host, name: str) -> tuple[str, int | None]:
     out = host.run(f"supervisorctl status {name}").stdout.split()
     state = out[1] if len(out) > 1 else "missing"
@@ -140,9 +144,10 @@ def restart_container(name: str) -> None:
 def run_playbook(playbook: str | pathlib.Path, *args: str) -> subprocess.CompletedProcess:
     """Run a playbook against the scenario's inventory with molecule's settings."""
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     return subprocess.run(
         ["ansible-playbook", "-i", inventory, str(playbook), *args],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env=env,
     )
 
 

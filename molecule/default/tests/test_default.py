@@ -1,7 +1,10 @@
 """The default scenario's proof: the README's playbook on a Debian host that
 started with net.core.somaxconn = 128 and had no uWSGI or Supervisor."""
 
+import json
+
 import pytest
+import yaml
 
 import hostchecks as hc
 
@@ -64,6 +67,38 @@ def test_check_diff_on_converged_host_changes_nothing():
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     changed = hc.recap_changed(run.stdout)
     assert changed and all(v == 0 for v in changed.values()), run.stdout[-3000:]
+
+
+def run_with_apps(tmp_path, apps):
+    extra = tmp_path / "apps.json"
+    extra.write_text(json.dumps({"uwsgi_apps": apps}))
+    run = hc.run_playbook(PLAYBOOK, "-e", f"@{extra}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    return run
+
+
+def test_listen_change_restarts_only_that_app_for_real(host, tmp_path):
+    """A new listen needs a real stop/start; the other app and supervisord keep running."""
+    apps = yaml.safe_load(PLAYBOOK.read_text())[0]["vars"]["uwsgi_apps"]
+    target = next(a for a in APPS if not a["socket"].startswith("/"))
+    others = [a for a in APPS if a is not target]
+    pids = {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in APPS}
+    supervisord = hc.supervisord_pid(host)
+    new_listen = target["listen"] + 512
+    changed = [dict(a, listen=new_listen) if a["name"] == target["name"] else a for a in apps]
+    try:
+        run_with_apps(tmp_path, changed)
+        hc.check_backlog(host, dict(target, listen=new_listen))
+        assert hc.supervisor_state(host, target["name"])[1] != pids[target["name"]]
+        for other in others:
+            assert hc.supervisor_state(host, other["name"]) == ("RUNNING", pids[other["name"]])
+        assert hc.supervisord_pid(host) == supervisord
+    finally:
+        run_with_apps(tmp_path, apps)
+    hc.check_backlog(host, target)
+    for other in others:
+        assert hc.supervisor_state(host, other["name"]) == ("RUNNING", pids[other["name"]])
+    assert hc.supervisord_pid(host) == supervisord
 
 
 def test_everything_holds_after_reboot(host):

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Render the README's variable table from meta/argument_specs.yml.
+
+  readme_vars.py          rewrite the table between the README's markers
+  readme_vars.py --check  exit 1 if the README's table differs from the specs
+"""
+
+import pathlib
+import re
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BEGIN = "<!-- BEGIN VARIABLES (generated from meta/argument_specs.yml) -->"
+END = "<!-- END VARIABLES -->"
+
+
+def text(description):
+    if isinstance(description, list):
+        description = " ".join(description)
+    description = re.sub(r"[CI]\(([^)]*)\)", r"`\1`", description)
+    return description.replace("|", "\\|").replace("\n", " ")
+
+
+def default(spec):
+    if "default" not in spec:
+        return "derived" if "Unset" in text(spec.get("description", "")) else ""
+    return f"`{yaml.safe_dump(spec['default'], default_flow_style=True).strip().removesuffix('...').strip()}`"
+
+
+def rows(options, prefix=""):
+    for name, spec in options.items():
+        kind = spec.get("type", "str")
+        if kind == "list" and "elements" in spec:
+            kind = f"list of {spec['elements']}"
+        choices = f" One of: {', '.join(f'`{c}`' for c in spec['choices'])}." if "choices" in spec else ""
+        required = " **Required.**" if spec.get("required") else ""
+        yield f"| `{prefix}{name}` | {kind} | {default(spec)} | {text(spec.get('description', ''))}{choices}{required} |"
+        if "options" in spec:
+            yield from rows(spec["options"], prefix=f"{prefix}{name}[].")
+
+
+def table():
+    specs = yaml.safe_load((ROOT / "meta/argument_specs.yml").read_text())
+    options = specs["argument_specs"]["main"]["options"]
+    lines = ["| variable | type | default | description |", "|---|---|---|---|", *rows(options)]
+    return "\n".join(lines)
+
+
+def defaults_drift():
+    """Differences between defaults/main.yml and the specs' documented defaults."""
+    specs = yaml.safe_load((ROOT / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    defaults = yaml.safe_load((ROOT / "defaults/main.yml").read_text())
+    problems = [f"{name} is in defaults/main.yml but not in the specs" for name in defaults if name not in specs]
+    problems += [f"{name} is in the specs but not in defaults/main.yml" for name in specs if name not in defaults]
+    problems += [
+        f"{name}: defaults/main.yml has {defaults[name]!r}, the specs say {spec['default']!r}"
+        for name, spec in specs.items()
+        if name in defaults and "default" in spec and defaults[name] != spec["default"]
+    ]
+    return problems
+
+
+def main():
+    readme = ROOT / "README.md"
+    current = readme.read_text()
+    block = f"{BEGIN}\n{table()}\n{END}"
+    updated = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, current, flags=re.S)
+    if "--check" in sys.argv:
+        problems = defaults_drift()
+        for problem in problems:
+            print(problem)
+        if problems:
+            return 1
+        if updated != current:
+            print("README.md's variable table differs from meta/argument_specs.yml: run `make docs`.")
+            return 1
+        print("README.md's variable table matches meta/argument_specs.yml.")
+        return 0
+    readme.write_text(updated)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
