@@ -1,0 +1,201 @@
+"""Never make a host worse: bad input, a read-only /proc/sys, a sysctl file that
+would win at boot, a broken update, a killed master and app removal, each
+against the converged, serving host of the default scenario."""
+
+import concurrent.futures
+import copy
+import json
+
+import pytest
+import yaml
+
+import hostchecks as hc
+
+PLAYBOOK = hc.PROJECT / "playbooks" / "site.yml"
+BASE_APPS = yaml.safe_load(PLAYBOOK.read_text())[0]["vars"]["uwsgi_apps"]
+APPS = hc.apps_from_playbook(PLAYBOOK)
+UNIX_APP = next(a for a in APPS if a["socket"].startswith("/"))
+TCP_APP = next(a for a in APPS if not a["socket"].startswith("/"))
+
+SNAPSHOT = (
+    "find /etc/sysctl.d /etc/supervisor /etc/uwsgi /etc/tmpfiles.d -type f -exec sha256sum {} + | sort;"
+    " cat /proc/sys/net/core/somaxconn /proc/sys/net/ipv4/tcp_max_syn_backlog /run/supervisord.pid;"
+    " supervisorctl status | awk '{print $1, $2, $4}'"
+)
+
+
+def apps_with(index, **changes):
+    apps = copy.deepcopy(BASE_APPS)
+    apps[index].update(changes)
+    return apps
+
+
+def app_without(index, key):
+    apps = copy.deepcopy(BASE_APPS)
+    apps[index].pop(key)
+    return apps
+
+
+# (id, extra vars, words the error must contain: the variable and the fix)
+BAD_INPUTS = [
+    ("unknown-key", {"uwsgi_apps": apps_with(0, proceses=4)}, ["proceses", "uwsgi_apps"]),
+    ("listen-not-int", {"uwsgi_apps": apps_with(0, listen="many")}, ["listen", "int"]),
+    ("state-choice", {"uwsgi_apps": apps_with(0, state="gone")}, ["state", "present, absent"]),
+    ("name-missing", {"uwsgi_apps": app_without(0, "name")}, ["name", "uwsgi_apps"]),
+    ("name-dotdot", {"uwsgi_apps": apps_with(0, name="../x")}, ["name", "letters, digits"]),
+    ("name-space", {"uwsgi_apps": apps_with(0, name="a b")}, ["name", "letters, digits"]),
+    ("name-slash", {"uwsgi_apps": apps_with(0, name="a/b")}, ["name", "letters, digits"]),
+    ("name-duplicate", {"uwsgi_apps": apps_with(1, name=BASE_APPS[0]["name"])}, ["used by another app"]),
+    ("listen-above-somaxconn", {"uwsgi_somaxconn": 1024}, ["listen (4096) exceeds uwsgi_somaxconn (1024)", "raise uwsgi_somaxconn"]),
+    ("somaxconn-too-big", {"uwsgi_somaxconn": 70000}, ["uwsgi_somaxconn (70000)", "65535"]),
+    ("listen-too-big", {"uwsgi_apps": apps_with(0, listen=70000), "uwsgi_somaxconn": 65535}, ["listen (70000)", "65535"]),
+    ("socket-relative", {"uwsgi_apps": apps_with(0, socket="run/app.sock")}, ["socket", "absolute unix socket path"]),
+    ("socket-port-range", {"uwsgi_apps": apps_with(1, socket="127.0.0.1:99999")}, ["socket", "port from 1 to 65535"]),
+    ("socket-port-name", {"uwsgi_apps": apps_with(1, socket="127.0.0.1:http")}, ["socket", "host:port"]),
+    ("socket-shared", {"uwsgi_apps": apps_with(1, socket=BASE_APPS[0]["socket"])}, ["already used by another app"]),
+    ("processes-zero", {"uwsgi_apps": apps_with(0, processes=0)}, ["processes (0)", "at least 1"]),
+    ("threads-zero", {"uwsgi_apps": apps_with(1, threads=0)}, ["threads (0)", "at least 1"]),
+    ("chmod-not-octal", {"uwsgi_apps": apps_with(0, chmod_socket="999")}, ["chmod_socket", "octal mode"]),
+    ("chmod-world-writable", {"uwsgi_apps": apps_with(0, chmod_socket="666")}, ["chmod_socket 666", "uwsgi_allow_world_writable_socket"]),
+    ("uid-root", {"uwsgi_apps": apps_with(0, uid="root")}, ["runs the app as root", "uwsgi_allow_root"]),
+    ("no-module", {"uwsgi_apps": app_without(0, "module")}, ["no app to load", "module"]),
+    ("apps-not-list", {"uwsgi_apps": "flaskapp"}, ["uwsgi_apps", "dict"]),
+    ("listen-default-not-int", {"uwsgi_listen": "lots"}, ["uwsgi_listen", "int"]),
+    ("syn-backlog-zero", {"uwsgi_tcp_max_syn_backlog": 0}, ["uwsgi_tcp_max_syn_backlog (0)", "at least 1"]),
+]
+
+
+def run_with(tmp_path, name, extra):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(extra))
+    return hc.run_playbook(PLAYBOOK, "-e", f"@{path}")
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(host, tmp_path_factory):
+    """Every bad input against the serving host, four at a time, with a
+    snapshot of the host before and after."""
+    tmp = tmp_path_factory.mktemp("bad")
+    before = host.check_output(SNAPSHOT)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        runs = dict(zip(
+            [case[0] for case in BAD_INPUTS],
+            pool.map(lambda case: run_with(tmp, case[0], case[1]), BAD_INPUTS),
+        ))
+    after = host.check_output(SNAPSHOT)
+    return runs, before, after
+
+
+def test_at_least_twenty_bad_inputs():
+    assert len({case[0] for case in BAD_INPUTS}) >= 20
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_fails_with_a_message_that_says_what_to_change(bad_input_runs, case):
+    name, _, words = case
+    run = bad_input_runs[0][name]
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-2000:]
+    for word in words:
+        assert word in output, f"{name}: {word!r} missing from:\n{output[-2500:]}"
+    # Refused before any task that touches the host.
+    assert "Persist and apply the kernel's listen limits" not in output
+
+
+def test_bad_inputs_changed_nothing_on_the_host(bad_input_runs):
+    _, before, after = bad_input_runs
+    assert before == after
+
+
+def test_read_only_proc_sys_stops_with_the_container_fix(host, tmp_path):
+    before = host.check_output(SNAPSHOT)
+    host.run_test("mount -o remount,ro /proc/sys")
+    try:
+        run = run_with(tmp_path, "ro", {})
+        managed_elsewhere = run_with(tmp_path, "ro-elsewhere", {"uwsgi_manage_sysctl": False})
+        too_low = run_with(tmp_path, "ro-low", {"uwsgi_manage_sysctl": False,
+                                                "uwsgi_apps": apps_with(0, listen=8192)})
+    finally:
+        host.run_test("mount -o remount,rw /proc/sys")
+    assert run.returncode != 0
+    assert "/proc/sys is read-only" in run.stdout and "--sysctl net.core.somaxconn=4096" in run.stdout
+    assert managed_elsewhere.returncode == 0, managed_elsewhere.stdout[-2500:]
+    assert too_low.returncode != 0 and "live net.core.somaxconn is 4096" in too_low.stdout, too_low.stdout[-2500:]
+    assert host.check_output(SNAPSHOT) == before
+
+
+def test_later_sysctl_file_that_would_win_at_boot_is_reported(host, tmp_path):
+    low = "/etc/sysctl.d/99-zz-low.conf"
+    host.run_test(f"echo 'net.core.somaxconn = 1024' > {low}")
+    try:
+        before = host.check_output(SNAPSHOT)
+        run = run_with(tmp_path, "override", {})
+        after = host.check_output(SNAPSHOT)
+    finally:
+        host.run_test(f"rm -f {low}")
+    assert run.returncode != 0
+    assert f"{low} sets net.core.somaxconn = 1024" in run.stdout, run.stdout[-2500:]
+    assert before == after
+
+
+def test_broken_update_is_rolled_back_and_the_app_keeps_serving(host, tmp_path):
+    ini = f"/etc/uwsgi/supervisor/{TCP_APP['name']}.ini"
+    ini_before = host.file(ini).sha256sum
+    other_pid = hc.supervisor_state(host, UNIX_APP["name"])[1]
+    run = run_with(tmp_path, "broken", {"uwsgi_apps": apps_with(1, options={"env": "APP_NAME=flaskapi",
+                                                                            "no-such-option": "1"})})
+    assert run.returncode != 0
+    assert f"app {TCP_APP['name']} failed the proof" in run.stdout, run.stdout[-3000:]
+    assert "previous ini and program file were restored and it is RUNNING" in run.stdout
+    assert "no-such-option" in run.stdout  # the log tail says why
+    assert host.file(ini).sha256sum == ini_before
+    assert not host.run("ls /etc/uwsgi/supervisor/ | grep -v '[.]ini$'").stdout.strip(), "backup files left"
+    hc.check_running_as(host, TCP_APP)
+    hc.check_backlog(host, TCP_APP)
+    hc.check_request(host, TCP_APP, f"hello from {TCP_APP['name']}")
+    assert hc.supervisor_state(host, UNIX_APP["name"]) == ("RUNNING", other_pid)
+
+
+def test_new_app_that_never_starts_is_removed_again(host, tmp_path):
+    apps = copy.deepcopy(BASE_APPS) + [{"name": "brokenapp", "module": "no_such_module:app",
+                                        "chdir": "/srv/flaskapp", "listen": 512}]
+    pids = {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in APPS}
+    run = run_with(tmp_path, "newbroken", {"uwsgi_apps": apps})
+    assert run.returncode != 0
+    assert "app brokenapp failed the proof" in run.stdout and "removed again" in run.stdout, run.stdout[-3000:]
+    assert not host.file("/etc/supervisor/conf.d/brokenapp.conf").exists
+    assert not host.file("/etc/uwsgi/supervisor/brokenapp.ini").exists
+    assert "brokenapp" not in host.run("supervisorctl status").stdout
+    for app in APPS:
+        assert hc.supervisor_state(host, app["name"]) == ("RUNNING", pids[app["name"]])
+
+
+def test_killed_master_comes_back_with_the_same_backlog(host):
+    _, pid = hc.supervisor_state(host, UNIX_APP["name"])
+    host.run_test(f"kill -9 {pid}")
+    hc.wait_until_serving(host, APPS, timeout=60)
+    _, new_pid = hc.supervisor_state(host, UNIX_APP["name"])
+    assert new_pid != pid
+    hc.check_backlog(host, UNIX_APP)
+    hc.check_request(host, UNIX_APP, f"hello from {UNIX_APP['name']}")
+
+
+def test_absent_app_leaves_nothing_and_restarts_nothing_else(host, tmp_path):
+    pid = hc.supervisor_state(host, UNIX_APP["name"])[1]
+    supervisord = hc.supervisord_pid(host)
+    try:
+        run = run_with(tmp_path, "absent", {"uwsgi_apps": apps_with(1, state="absent")})
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert not host.file(f"/etc/supervisor/conf.d/{TCP_APP['name']}.conf").exists
+        assert not host.file(f"/etc/uwsgi/supervisor/{TCP_APP['name']}.ini").exists
+        assert TCP_APP["name"] not in host.run("supervisorctl status").stdout
+        assert not any(k.endswith(":" + TCP_APP["socket"].rsplit(":", 1)[1]) for k in hc.listen_backlogs(host))
+        assert hc.supervisor_state(host, UNIX_APP["name"]) == ("RUNNING", pid)
+        assert hc.supervisord_pid(host) == supervisord
+        again = run_with(tmp_path, "absent-again", {"uwsgi_apps": apps_with(1, state="absent")})
+        assert again.returncode == 0 and hc.recap_changed(again.stdout) == {host.backend.get_hostname(): 0}
+    finally:
+        restored = run_with(tmp_path, "restore", {})
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    hc.check_running_as(host, TCP_APP)
+    assert hc.supervisor_state(host, UNIX_APP["name"]) == ("RUNNING", pid)
