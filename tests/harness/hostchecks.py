@@ -151,6 +151,11 @@ def run_playbook(playbook: str | pathlib.Path, *args: str) -> subprocess.Complet
     )
 
 
+def said(run: subprocess.CompletedProcess) -> str:
+    """Everything a playbook run printed, with line folding undone."""
+    return " ".join((run.stdout + run.stderr).split())
+
+
 def recap_changed(output: str) -> dict[str, int]:
     """changed= per host from a PLAY RECAP."""
     changed = {}

@@ -54,6 +54,8 @@ def test_config_files_root_owned(host):
         for path in (f"/etc/uwsgi/supervisor/{app['name']}.ini", f"/etc/supervisor/conf.d/{app['name']}.conf"):
             f = host.file(path)
             assert f.user == "root" and f.mode & 0o002 == 0, path
+            if path.endswith(".ini"):  # may hold the app's environment: not world-readable
+                assert f.mode & 0o007 == 0, oct(f.mode)
             assert "Ansible managed" in f.content_string
 
 

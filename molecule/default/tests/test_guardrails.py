@@ -94,7 +94,7 @@ def test_at_least_twenty_bad_inputs():
 def test_bad_input_fails_with_a_message_that_says_what_to_change(bad_input_runs, case):
     name, _, words = case
     run = bad_input_runs[0][name]
-    output = run.stdout + run.stderr
+    output = hc.said(run)
     assert run.returncode != 0, output[-2000:]
     for word in words:
         assert word in output, f"{name}: {word!r} missing from:\n{output[-2500:]}"
@@ -118,9 +118,9 @@ def test_read_only_proc_sys_stops_with_the_container_fix(host, tmp_path):
     finally:
         host.run_test("mount -o remount,rw /proc/sys")
     assert run.returncode != 0
-    assert "/proc/sys is read-only" in run.stdout and "--sysctl net.core.somaxconn=4096" in run.stdout
+    assert "/proc/sys is read-only" in hc.said(run) and "--sysctl net.core.somaxconn=4096" in hc.said(run)
     assert managed_elsewhere.returncode == 0, managed_elsewhere.stdout[-2500:]
-    assert too_low.returncode != 0 and "live net.core.somaxconn is 4096" in too_low.stdout, too_low.stdout[-2500:]
+    assert too_low.returncode != 0 and "live net.core.somaxconn is 4096" in hc.said(too_low), hc.said(too_low)[-2500:]
     assert host.check_output(SNAPSHOT) == before
 
 
@@ -134,7 +134,7 @@ def test_later_sysctl_file_that_would_win_at_boot_is_reported(host, tmp_path):
     finally:
         host.run_test(f"rm -f {low}")
     assert run.returncode != 0
-    assert f"{low} sets net.core.somaxconn = 1024" in run.stdout, run.stdout[-2500:]
+    assert f"{low} sets net.core.somaxconn = 1024" in hc.said(run), hc.said(run)[-2500:]
     assert before == after
 
 
@@ -145,9 +145,10 @@ def test_broken_update_is_rolled_back_and_the_app_keeps_serving(host, tmp_path):
     run = run_with(tmp_path, "broken", {"uwsgi_apps": apps_with(1, options={"env": "APP_NAME=flaskapi",
                                                                             "no-such-option": "1"})})
     assert run.returncode != 0
-    assert f"app {TCP_APP['name']} failed the proof" in run.stdout, run.stdout[-3000:]
-    assert "previous ini and program file were restored and it is RUNNING" in run.stdout
-    assert "no-such-option" in run.stdout  # the log tail says why
+    output = hc.said(run)
+    assert f"app {TCP_APP['name']} failed the proof" in output, output[-3000:]
+    assert "previous ini and program file were restored and it is RUNNING" in output, output[-3000:]
+    assert "no-such-option" in output  # the log tail says why
     assert host.file(ini).sha256sum == ini_before
     assert not host.run("ls /etc/uwsgi/supervisor/ | grep -v '[.]ini$'").stdout.strip(), "backup files left"
     hc.check_running_as(host, TCP_APP)
@@ -162,7 +163,8 @@ def test_new_app_that_never_starts_is_removed_again(host, tmp_path):
     pids = {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in APPS}
     run = run_with(tmp_path, "newbroken", {"uwsgi_apps": apps})
     assert run.returncode != 0
-    assert "app brokenapp failed the proof" in run.stdout and "removed again" in run.stdout, run.stdout[-3000:]
+    output = hc.said(run)
+    assert "app brokenapp failed the proof" in output and "removed again" in output, output[-3000:]
     assert not host.file("/etc/supervisor/conf.d/brokenapp.conf").exists
     assert not host.file("/etc/uwsgi/supervisor/brokenapp.ini").exists
     assert "brokenapp" not in host.run("supervisorctl status").stdout
