@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""A bounded stream of HTTP requests through a load balancer.
+
+  loadstream.py URL [--workers 8] [--stop-file F] [--max-seconds 600] [--max-requests 200000]
+
+Runs until the stop file exists, or the time or request bound is reached, then
+prints JSON: {"requests", "ok", "failed", "statuses", "errors", "seconds"}.
+Any answer other than HTTP 200, and any connection error, counts as failed.
+Standard library only, so it runs on a bare Debian host.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import threading
+import time
+import urllib.parse
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--stop-file", default="")
+    parser.add_argument("--max-seconds", type=float, default=600.0)
+    parser.add_argument("--max-requests", type=int, default=200000)
+    args = parser.parse_args()
+    url = urllib.parse.urlsplit(args.url)
+    path = url.path or "/"
+    lock = threading.Lock()
+    stats = {"requests": 0, "ok": 0, "failed": 0, "statuses": {}, "errors": {}}
+    started = time.monotonic()
+    deadline = started + min(args.max_seconds, 1800.0)
+    stop = threading.Event()
+
+    def worker():
+        while not stop.is_set():
+            with lock:
+                if stats["requests"] >= args.max_requests:
+                    return
+                stats["requests"] += 1
+            try:
+                conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=30)
+                conn.request("GET", path)
+                status = conn.getresponse().status
+                conn.close()
+                with lock:
+                    stats["statuses"][str(status)] = stats["statuses"].get(str(status), 0) + 1
+                    stats["ok" if status == 200 else "failed"] += 1
+            except OSError as exc:
+                with lock:
+                    stats["failed"] += 1
+                    name = type(exc).__name__
+                    stats["errors"][name] = stats["errors"].get(name, 0) + 1
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.workers)]
+    for thread in threads:
+        thread.start()
+    while time.monotonic() < deadline and any(t.is_alive() for t in threads):
+        if args.stop_file and os.path.exists(args.stop_file):
+            break
+        time.sleep(0.2)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=35)
+    stats["seconds"] = round(time.monotonic() - started, 2)
+    print(json.dumps(stats))
+
+
+if __name__ == "__main__":
+    main()
