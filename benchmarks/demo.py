@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""The demo behind `make demo`: the listen-backlog problem and the role's fix
+on one local container host (uwsgi-demo), measured before and after.
+
+  demo.py setup            fresh container (net.core.somaxconn=128) with the
+                           classic setup (benchmarks/demo-setup.yml)
+  demo.py measure PHASE    PHASE is before or after: backlogs, a burst of
+                           connects, wrk through nginx; saved for the report
+  demo.py report           the before/after table; exit 1 unless after is better
+
+Between `measure before` and `measure after`, the Makefile applies the role
+with the ordinary command:
+  ansible-playbook -i benchmarks/inventory/demo.yml playbooks/site.yml
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import lib
+
+HOST = "uwsgi-demo"
+INVENTORY = "benchmarks/inventory/demo.yml"
+STATE = lib.PROJECT / ".cache" / "demo"
+BURST = 1000          # non-blocking connects while both workers are busy
+CONNECTIONS = 400     # wrk's concurrency, above uWSGI's default listen (100)
+SERVICE_TIME = 0.05   # /slow?t=0.05: 2 workers serve 40 requests/s
+DURATION = 15         # seconds; at most 400 x 0.05 / 2 = 10 s of queued work
+
+
+def setup() -> int:
+    for stale in STATE.glob("*.json"):
+        stale.unlink()
+    lib.say(f"fresh container {HOST} from {lib.IMAGE} with net.core.somaxconn=128")
+    lib.create_host(HOST)
+    lib.say("the classic setup: uwsgi-core, uwsgi-plugin-python3, supervisor, nginx, wrk; "
+            "program flaskapp with uWSGI's default listen")
+    lib.ansible_playbook(INVENTORY, "benchmarks/demo-setup.yml")
+    state = lib.wait_program(HOST)
+    lib.say(f"flaskapp is {state} under Supervisor")
+    return 0 if state == "RUNNING" else 1
+
+
+def measure(phase: str) -> int:
+    if not lib.container_exists(HOST):
+        sys.exit(f"no container {HOST}: run `make demo` (or benchmarks/demo.py setup) first")
+    m: dict = {"phase": phase}
+    m["somaxconn"] = lib.sysctl(HOST, "net.core.somaxconn")
+    m["state"] = lib.wait_program(HOST)
+    m["app_backlog"] = lib.app_backlog(HOST)
+    m["nginx_backlog"] = lib.nginx_backlog(HOST)
+    m.update(lib.uwsgi_log_facts(HOST))
+    lib.say(f"kernel net.core.somaxconn = {m['somaxconn']}; flaskapp {m['state']}")
+    lib.say(f"ss -xl: {lib.SOCKET} LISTEN, Send-Q (backlog in effect) = {m['app_backlog']}")
+    lib.say(f"uWSGI log: \"{m['backlog_line']}\"")
+    lib.say(f"ss -ltn: nginx 0.0.0.0:80 LISTEN, Send-Q = {m['nginx_backlog']} (nginx asks for 4096)")
+
+    lib.say(f"burst: {BURST} non-blocking connects to the socket while both workers are busy (uwsgiprobe burst)")
+    m["burst"] = lib.burst(HOST, BURST)
+    lib.say(f"  queued {m['burst']['queued']}, refused {m['burst']['refused']} {m['burst']['errors'] or ''}")
+
+    lib.say(f"wrk through nginx: {CONNECTIONS} connections, GET /slow?t={SERVICE_TIME}, {DURATION} s "
+            f"(latency floor {CONNECTIONS} x {SERVICE_TIME} s / {lib.WORKERS} workers = "
+            f"{CONNECTIONS * SERVICE_TIME / lib.WORKERS:g} s; nginx's timeouts are 60 s)")
+    w = m["wrk"] = lib.http_load(HOST, CONNECTIONS, DURATION, SERVICE_TIME)
+    lib.say(f"  {w['requests']} requests, {w['non_2xx']} non-2xx, p50 {lib.fmt_s(w['latency'].get('p50'))}, "
+            f"p99 {lib.fmt_s(w['latency'].get('p99'))}; nginx error.log: {w['nginx_eagain_502']} x "
+            f"\"{lib.EAGAIN_502}\"; TCP listen overflows {w['listen_overflows']}; "
+            f"uWSGI's queue drained {w['drain_seconds']} s after wrk")
+    if phase == "after":
+        # nginx called listen() when somaxconn was 128; the kernel keeps the
+        # capped backlog on that socket until nginx opens it again.
+        lib.sh(HOST, "systemctl restart nginx")
+        m["nginx_backlog_restarted"] = lib.nginx_backlog(HOST)
+        lib.say(f"systemctl restart nginx: nginx's Send-Q is now {m['nginx_backlog_restarted']}")
+    STATE.mkdir(parents=True, exist_ok=True)
+    (STATE / f"{phase}.json").write_text(json.dumps(m, indent=2))
+    return 0
+
+
+def report() -> int:
+    try:
+        b, a = (json.loads((STATE / f"{p}.json").read_text()) for p in ("before", "after"))
+    except FileNotFoundError:
+        sys.exit("run `demo.py measure before` and `demo.py measure after` first")
+    bw, aw = b["wrk"], a["wrk"]
+
+    def lat(w):
+        return f"{lib.fmt_s(w['latency'].get('p50'))} / {lib.fmt_s(w['latency'].get('p99'))}"
+
+    def neck(m):
+        w = m["wrk"]
+        verdict = "no" if w["listen_overflows"] == 0 and not w["socket_errors"].get("connect") else "yes"
+        return f"{verdict} ({w['listen_overflows']} TCP listen overflows)"
+
+    nginx_after = str(a["nginx_backlog"])
+    if a.get("nginx_backlog_restarted") != a["nginx_backlog"]:
+        nginx_after += f" ({a.get('nginx_backlog_restarted')} once nginx restarts)"
+    floor = f"{CONNECTIONS * SERVICE_TIME / lib.WORKERS:g} s"
+    rows = [
+        ["kernel net.core.somaxconn", b["somaxconn"], a["somaxconn"]],
+        ["uWSGI log", f"limited to {b['logged_backlog']} connections", f"limited to {a['logged_backlog']} connections"],
+        ["flaskapp backlog in effect (ss -xl Send-Q)", b["app_backlog"], a["app_backlog"]],
+        [f"burst of {BURST} connects, 2 workers busy: queued", b["burst"]["queued"], a["burst"]["queued"]],
+        [f"burst of {BURST} connects, 2 workers busy: refused", b["burst"]["refused"], a["burst"]["refused"]],
+        [f"wrk -c{CONNECTIONS} {DURATION} s /slow?t={SERVICE_TIME}: requests", bw["requests"], aw["requests"]],
+        ["  2xx responses", bw["requests"] - bw["non_2xx"], aw["requests"] - aw["non_2xx"]],
+        ["  non-2xx responses", bw["non_2xx"], aw["non_2xx"]],
+        ["  nginx error.log: 502 (11: Resource temporarily unavailable)", bw["nginx_eagain_502"], aw["nginx_eagain_502"]],
+        ["  latency p50 / p99 (all responses)", lat(bw), lat(aw)],
+        [f"  latency floor ({CONNECTIONS} x {SERVICE_TIME} s / {lib.WORKERS} workers)", floor, floor],
+        ["nginx :80 backlog (ss -ltn Send-Q; asks 4096)", b["nginx_backlog"], nginx_after],
+        ["nginx's backlog the bottleneck?", neck(b), neck(a)],
+    ]
+    print()
+    print(lib.table(["measure", "before", "after (role applied)"], rows, "lrr"))
+    print()
+    checks = {
+        "backlog in effect is 4096": a["app_backlog"] == 4096,
+        "fewer refused connects": a["burst"]["refused"] < b["burst"]["refused"],
+        "fewer non-2xx responses": aw["non_2xx"] < bw["non_2xx"],
+    }
+    for what, ok in checks.items():
+        print(f"  {'ok  ' if ok else 'FAIL'} after: {what}")
+    if all(checks.values()):
+        print(lib.bold("\nThe role fixed it: the same load now waits in a 4096-deep queue instead of "
+                       "failing with 502."))
+        return 0
+    print(lib.bold("\nAfter is not better than before: see the table above."))
+    return 1
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    if args == ["setup"]:
+        return setup()
+    if len(args) == 2 and args[0] == "measure" and args[1] in ("before", "after"):
+        return measure(args[1])
+    if args == ["report"]:
+        return report()
+    sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
