@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """A bounded stream of HTTP requests through a load balancer.
 
-  loadstream.py URL [--workers 8] [--stop-file F] [--max-seconds 600] [--max-requests 200000]
+  loadstream.py URL [--workers 8] [--pause 0.02] [--stop-file F] [--max-seconds 600]
+                    [--max-requests 1000000]
 
 Runs until the stop file exists, or the time or request bound is reached, then
-prints JSON: {"requests", "ok", "failed", "statuses", "errors", "seconds"}.
+prints JSON: {"requests", "ok", "failed", "statuses", "errors", "seconds",
+"stopped_by"}. Each worker pauses between requests, so a long stream stays
+well inside the request bound.
 Any answer other than HTTP 200, and any connection error, counts as failed.
 Standard library only, so it runs on a bare Debian host.
 """
@@ -24,7 +27,8 @@ def main():
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--stop-file", default="")
     parser.add_argument("--max-seconds", type=float, default=600.0)
-    parser.add_argument("--max-requests", type=int, default=200000)
+    parser.add_argument("--max-requests", type=int, default=1000000)
+    parser.add_argument("--pause", type=float, default=0.02)
     args = parser.parse_args()
     url = urllib.parse.urlsplit(args.url)
     path = url.path or "/"
@@ -53,12 +57,18 @@ def main():
                     stats["failed"] += 1
                     name = type(exc).__name__
                     stats["errors"][name] = stats["errors"].get(name, 0) + 1
+            stop.wait(args.pause)
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.workers)]
     for thread in threads:
         thread.start()
-    while time.monotonic() < deadline and any(t.is_alive() for t in threads):
+    stats["stopped_by"] = "time"
+    while time.monotonic() < deadline:
+        if not any(t.is_alive() for t in threads):
+            stats["stopped_by"] = "requests"
+            break
         if args.stop_file and os.path.exists(args.stop_file):
+            stats["stopped_by"] = "stop-file"
             break
         time.sleep(0.2)
     stop.set()

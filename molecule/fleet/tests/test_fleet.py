@@ -57,6 +57,8 @@ class Stream:
         out, _ = self.proc.communicate(timeout=120)
         self.result = json.loads(out)
         print("request stream:", self.result)
+        # The stream covered the whole rollout: it ran until told to stop.
+        assert self.result["stopped_by"] == "stop-file", self.result
 
 
 def rollout(*extra):
