@@ -49,18 +49,18 @@ images: docker  ## Build the test image for DISTRO (default bookworm) if missing
 	$(call step,Test image uwsgi-role-test:$(DISTRO))
 	@tests/harness/build-image.sh $(DISTRO)
 
-docs: venv  ## Regenerate the README's variable table from meta/argument_specs.yml
+docs: venv  ## Regenerate the README's variable table (meta/argument_specs.yml) and example playbooks (playbooks/)
 	python tests/harness/readme_vars.py
 
 lint: venv  ## yamllint, ansible-lint (production profile), README table vs specs
-	$(call step,README variable table and defaults vs meta/argument_specs.yml)
+	$(call step,README: variable table and defaults vs meta/argument_specs.yml, example playbooks vs playbooks/)
 	python tests/harness/readme_vars.py --check
 	$(call step,yamllint)
 	yamllint --strict .
 	$(call step,ansible-lint --profile production)
 	ansible-lint --profile production
 
-molecule: venv images  ## Run the molecule SCENARIOS (default: default) on DISTRO
+molecule: venv images  ## Run the molecule SCENARIOS (default: default venv) on DISTRO
 	@set -e; for s in $(SCENARIOS); do \
 	  printf '\n\033[1m==> molecule test -s %s (%s)\033[0m\n' "$$s" "$(DISTRO)"; \
 	  molecule test -s $$s; \
