@@ -52,7 +52,7 @@ images: docker  ## Build the test image for DISTRO (default bookworm) if missing
 docs: venv  ## Regenerate the README's variable table (meta/argument_specs.yml) and example playbooks (playbooks/)
 	python tests/harness/readme_vars.py
 
-lint: venv  ## yamllint, ansible-lint (production profile), README table vs specs
+lint: venv  ## yamllint, ansible-lint (production profile), README vs specs and playbooks
 	$(call step,README: variable table and defaults vs meta/argument_specs.yml, example playbooks vs playbooks/)
 	python tests/harness/readme_vars.py --check
 	$(call step,yamllint)
