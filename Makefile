@@ -84,14 +84,19 @@ test-platforms: venv docker  ## PLATFORM_SCENARIOS on every Debian release in PL
 # Each series' venv is a prerequisite, not a recursive make: the loop below
 # runs molecule, so it must never be part of a recipe that `make -n` executes.
 test-ansible: venv images $(foreach v,$(ANSIBLE_SERIES),.cache/ansible-$(v)/.installed)  ## The default scenario on DISTRO with each ansible-core series in ANSIBLE_SERIES
-	@set -e; for v in $(ANSIBLE_SERIES); do \
+	@failed=""; for v in $(ANSIBLE_SERIES); do \
 	  printf '\n\033[1m==> molecule test -s default with ansible-core %s (%s, %s)\033[0m\n' "$$v" "$(DISTRO)" "$(ANSIBLE_VERIFY)"; \
 	  start=$$SECONDS; \
-	  PATH="$(CURDIR)/.cache/ansible-$$v/bin:$$PATH" \
-	  PYTEST_ADDOPTS="$(if $(filter fast,$(ANSIBLE_VERIFY)),-k 'not test_guardrails')" \
-	    molecule test -s default; \
-	  printf '\n\033[1m==> ansible-core %s passed in %d s\033[0m\n' "$$v" "$$((SECONDS - start))"; \
-	done
+	  if PATH="$(CURDIR)/.cache/ansible-$$v/bin:$$PATH" \
+	     PYTEST_ADDOPTS="$(if $(filter fast,$(ANSIBLE_VERIFY)),-k 'not test_guardrails')" \
+	     molecule test -s default; then \
+	    printf '\n\033[1m==> ansible-core %s passed in %d s\033[0m\n' "$$v" "$$((SECONDS - start))"; \
+	  else \
+	    printf '\n\033[1;31m==> ansible-core %s FAILED after %d s\033[0m\n' "$$v" "$$((SECONDS - start))"; \
+	    failed="$$failed $$v"; \
+	  fi; \
+	done; \
+	if [ -n "$$failed" ]; then printf '\nFailed with ansible-core:%s\n' "$$failed"; exit 1; fi
 
 clean:  ## Remove the venv and the test containers
 	-molecule destroy --all 2>/dev/null
