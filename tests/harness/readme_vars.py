@@ -65,6 +65,29 @@ def defaults_drift():
     return problems
 
 
+def make_default(name):
+    match = re.search(rf"^{name} \?= (.*)$", (ROOT / "Makefile").read_text(), re.M)
+    return match[1].split() if match else []
+
+
+def meta_drift():
+    """meta/main.yml must claim exactly what the test targets run."""
+    info = yaml.safe_load((ROOT / "meta/main.yml").read_text())["galaxy_info"]
+    problems = []
+    tested = make_default("PLATFORMS")
+    claimed = [v for p in info.get("platforms", []) if p["name"] == "Debian" for v in p["versions"]]
+    if sorted(claimed) != sorted(tested):
+        problems.append(f"meta/main.yml lists Debian {claimed}, make test-platforms tests {tested}")
+    series = make_default("ANSIBLE_SERIES")
+    if not series or str(info.get("min_ansible_version")) != series[0]:
+        problems.append(f"meta/main.yml min_ansible_version {info.get('min_ansible_version')!r} is not the oldest"
+                        f" series make test-ansible runs ({series[:1]})")
+    for key in ("namespace", "role_name", "author", "description", "license", "galaxy_tags"):
+        if not info.get(key):
+            problems.append(f"meta/main.yml has no galaxy_info.{key}")
+    return problems
+
+
 def playbook(match):
     text = (ROOT / match["path"]).read_text()
     return f"{match.group(1)}```yaml\n{text}```\n{match.group(3)}"
@@ -78,7 +101,7 @@ def main():
     updated = PLAYBOOK.sub(playbook, with_table)
     shown = [m["path"] for m in PLAYBOOK.finditer(current)]
     if "--check" in sys.argv:
-        problems = defaults_drift()
+        problems = defaults_drift() + meta_drift()
         # Every playbook a scenario converges with is shown in the README.
         for converge in sorted(ROOT.glob("molecule/*/converge.yml")):
             for path in re.findall(r"import_playbook: \.\./\.\./(\S+)", converge.read_text()):
