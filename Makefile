@@ -5,7 +5,16 @@ SHELL := /bin/bash
 
 VENV ?= .venv
 DISTRO ?= bookworm
-SCENARIOS ?= default fleet
+SCENARIOS ?= default venv
+# `make test-platforms`: the Debian releases the role supports, and what runs on each.
+PLATFORMS ?= bullseye bookworm trixie
+PLATFORM_SCENARIOS ?= default
+# `make test-ansible`: the ansible-core series that run on this Python, each
+# pinned in tests/requirements/ansible-SERIES.txt. fast: the default scenario's
+# whole sequence, verified by its host proofs (test_default.py); full: also
+# the guardrails (test_guardrails.py).
+ANSIBLE_SERIES ?= 2.15 2.16 2.17 2.18 2.19
+ANSIBLE_VERIFY ?= fast
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Playbooks name the role as Galaxy users do (backlogops.uwsgi): point the
 # roles path at a link to this checkout, whatever its folder is called.
@@ -16,7 +25,7 @@ export ANSIBLE_FORCE_COLOR := 1
 
 step = @printf '\n\033[1m==> %s\033[0m\n' "$(1)"
 
-.PHONY: help venv docker images docs lint test molecule demo clean demo-clean bench bench-fleet
+.PHONY: help venv docker images docs lint test molecule test-fleet test-platforms test-ansible demo demo-clean bench bench-fleet clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
@@ -40,24 +49,57 @@ images: docker  ## Build the test image for DISTRO (default bookworm) if missing
 	$(call step,Test image uwsgi-role-test:$(DISTRO))
 	@tests/harness/build-image.sh $(DISTRO)
 
-docs: venv  ## Regenerate the README's variable table from meta/argument_specs.yml
+docs: venv  ## Regenerate the README's variable table (meta/argument_specs.yml) and example playbooks (playbooks/)
 	python tests/harness/readme_vars.py
 
-lint: venv  ## yamllint, ansible-lint (production profile), README table vs specs
-	$(call step,README variable table and defaults vs meta/argument_specs.yml)
+lint: venv  ## yamllint, ansible-lint (production profile), README vs specs and playbooks
+	$(call step,README: variable table and defaults vs meta/argument_specs.yml, example playbooks vs playbooks/)
 	python tests/harness/readme_vars.py --check
 	$(call step,yamllint)
 	yamllint --strict .
 	$(call step,ansible-lint --profile production)
 	ansible-lint --profile production
 
-molecule: venv images  ## Run the molecule SCENARIOS (default: default) on DISTRO
+molecule: venv images  ## Run the molecule SCENARIOS (default: default venv) on DISTRO
 	@set -e; for s in $(SCENARIOS); do \
 	  printf '\n\033[1m==> molecule test -s %s (%s)\033[0m\n' "$$s" "$(DISTRO)"; \
 	  molecule test -s $$s; \
 	done
 
-test: lint molecule  ## Everything: lint, then every molecule scenario
+test: lint molecule  ## Lint, then every molecule scenario (SCENARIOS) on DISTRO
+
+test-fleet: venv images  ## The fleet scenario: rolling rollout across 5 hosts behind nginx (about 10-15 min)
+	@$(MAKE) --no-print-directory molecule SCENARIOS=fleet
+
+test-platforms: venv docker  ## PLATFORM_SCENARIOS on every Debian release in PLATFORMS
+	@set -e; for d in $(PLATFORMS); do \
+	  start=$$SECONDS; \
+	  $(MAKE) --no-print-directory molecule SCENARIOS="$(PLATFORM_SCENARIOS)" DISTRO=$$d; \
+	  printf '\n\033[1m==> %s passed in %d s\033[0m\n' "$$d" "$$((SECONDS - start))"; \
+	done
+
+.cache/ansible-%/.installed: tests/requirements/ansible-%.txt
+	$(call step,Python venv with ansible-core $* (tests/requirements/ansible-$*.txt))
+	python3 -m venv .cache/ansible-$*
+	.cache/ansible-$*/bin/pip install --quiet --disable-pip-version-check -r $<
+	@touch $@
+
+# Each series' venv is a prerequisite, not a recursive make: the loop below
+# runs molecule, so it must never be part of a recipe that `make -n` executes.
+test-ansible: venv images $(foreach v,$(ANSIBLE_SERIES),.cache/ansible-$(v)/.installed)  ## The default scenario on DISTRO with each ansible-core series in ANSIBLE_SERIES
+	@failed=""; for v in $(ANSIBLE_SERIES); do \
+	  printf '\n\033[1m==> molecule test -s default with ansible-core %s (%s, %s)\033[0m\n' "$$v" "$(DISTRO)" "$(ANSIBLE_VERIFY)"; \
+	  start=$$SECONDS; \
+	  if PATH="$(CURDIR)/.cache/ansible-$$v/bin:$$PATH" \
+	     PYTEST_ADDOPTS="$(if $(filter fast,$(ANSIBLE_VERIFY)),-k 'not test_guardrails')" \
+	     molecule test -s default; then \
+	    printf '\n\033[1m==> ansible-core %s passed in %d s\033[0m\n' "$$v" "$$((SECONDS - start))"; \
+	  else \
+	    printf '\n\033[1;31m==> ansible-core %s FAILED after %d s\033[0m\n' "$$v" "$$((SECONDS - start))"; \
+	    failed="$$failed $$v"; \
+	  fi; \
+	done; \
+	if [ -n "$$failed" ]; then printf '\nFailed with ansible-core:%s\n' "$$failed"; exit 1; fi
 
 demo: venv images  ## Show the problem and the role's fix on a local container host (DEMO_KEEP=0 removes it)
 	$(call step,Demo host: container uwsgi-demo (net.core.somaxconn=128) with the classic setup)

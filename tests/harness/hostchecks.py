@@ -35,6 +35,7 @@ def apps_from_playbook(path: str | pathlib.Path) -> list[dict]:
                 "threads": int(app.get("threads") or ROLE_DEFAULTS["uwsgi_threads"]),
                 "uid": app.get("uid") or ROLE_DEFAULTS["uwsgi_user"],
                 "protocol": app.get("protocol", "uwsgi"),
+                "virtualenv": app.get("virtualenv"),
             })
     return apps
 
@@ -110,6 +111,33 @@ def check_request(host, app: dict, body: str) -> str:
     assert cmd.rc == 0, f"{app['name']}: request failed: {cmd.stdout} {cmd.stderr}"
     assert body in cmd.stdout, f"{app['name']}: unexpected response {cmd.stdout!r}"
     return cmd.stdout
+
+
+def about(host, app: dict) -> dict:
+    """The test app's /about: the Python prefix and Flask version it runs with."""
+    cmd = host.run(f"uwsgiprobe request {app['socket']} /about --protocol {app['protocol']}")
+    assert cmd.rc == 0, f"{app['name']}: /about failed: {cmd.stdout} {cmd.stderr}"
+    return json.loads(cmd.stdout.split("\n", 1)[1])
+
+
+def program_command(host, name: str) -> str:
+    """The command= of an app's Supervisor program file."""
+    for line in host.file(f"/etc/supervisor/conf.d/{name}.conf").content_string.splitlines():
+        if line.startswith("command="):
+            return line.partition("=")[2].strip()
+    raise AssertionError(f"{name}: no command= in its program file")
+
+
+def check_master_binary(host, app: dict, binary: str) -> int:
+    """The app's program runs `binary`, and its running master is that file."""
+    assert program_command(host, app["name"]).split()[0] == binary, program_command(host, app["name"])
+    state, pid = supervisor_state(host, app["name"])
+    assert state == "RUNNING", f"{app['name']}: Supervisor says {state}"
+    # /proc/PID/exe of another user's process needs CAP_SYS_PTRACE, which a
+    # container's root lacks; its command line is readable by everyone.
+    args = host.check_output(f"ps -o args= --pid {pid}").split()
+    assert args and args[0] == binary, f"{app['name']}: master {pid} runs {args}, want {binary}"
+    return pid
 
 
 def check_burst(host, app: dict) -> dict:

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Render the README's variable table from meta/argument_specs.yml.
+"""Render the README's variable table from meta/argument_specs.yml, and its
+example playbooks from the playbooks the molecule scenarios run.
 
-  readme_vars.py          rewrite the table between the README's markers
-  readme_vars.py --check  exit 1 if the README's table differs from the specs
+  readme_vars.py          rewrite the table and the playbooks between the README's markers
+  readme_vars.py --check  exit 1 if the README differs from the specs or the playbooks
 """
 
 import pathlib
@@ -14,6 +15,8 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BEGIN = "<!-- BEGIN VARIABLES (generated from meta/argument_specs.yml) -->"
 END = "<!-- END VARIABLES -->"
+# <!-- BEGIN PLAYBOOK playbooks/NAME.yml --> ... <!-- END PLAYBOOK -->: that file, verbatim.
+PLAYBOOK = re.compile(r"(<!-- BEGIN PLAYBOOK (?P<path>[^ ]+) -->\n).*?(<!-- END PLAYBOOK -->)", re.S)
 
 
 def text(description):
@@ -62,21 +65,59 @@ def defaults_drift():
     return problems
 
 
+def make_default(name):
+    match = re.search(rf"^{name} \?= (.*)$", (ROOT / "Makefile").read_text(), re.M)
+    return match[1].split() if match else []
+
+
+def meta_drift():
+    """meta/main.yml must claim exactly what the test targets run."""
+    info = yaml.safe_load((ROOT / "meta/main.yml").read_text())["galaxy_info"]
+    problems = []
+    tested = make_default("PLATFORMS")
+    claimed = [v for p in info.get("platforms", []) if p["name"] == "Debian" for v in p["versions"]]
+    if sorted(claimed) != sorted(tested):
+        problems.append(f"meta/main.yml lists Debian {claimed}, make test-platforms tests {tested}")
+    series = make_default("ANSIBLE_SERIES")
+    if not series or str(info.get("min_ansible_version")) != series[0]:
+        problems.append(f"meta/main.yml min_ansible_version {info.get('min_ansible_version')!r} is not the oldest"
+                        f" series make test-ansible runs ({series[:1]})")
+    for key in ("namespace", "role_name", "author", "description", "license", "galaxy_tags"):
+        if not info.get(key):
+            problems.append(f"meta/main.yml has no galaxy_info.{key}")
+    return problems
+
+
+def playbook(match):
+    text = (ROOT / match["path"]).read_text()
+    return f"{match.group(1)}```yaml\n{text}```\n{match.group(3)}"
+
+
 def main():
     readme = ROOT / "README.md"
     current = readme.read_text()
     block = f"{BEGIN}\n{table()}\n{END}"
-    updated = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, current, flags=re.S)
+    with_table = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, current, flags=re.S)
+    updated = PLAYBOOK.sub(playbook, with_table)
+    shown = [m["path"] for m in PLAYBOOK.finditer(current)]
     if "--check" in sys.argv:
-        problems = defaults_drift()
+        problems = defaults_drift() + meta_drift()
+        # Every playbook a scenario converges with is shown in the README.
+        for converge in sorted(ROOT.glob("molecule/*/converge.yml")):
+            for path in re.findall(r"import_playbook: \.\./\.\./(\S+)", converge.read_text()):
+                if path not in shown:
+                    problems.append(f"{path} (run by {converge.relative_to(ROOT)}) is not shown in README.md")
         for problem in problems:
             print(problem)
         if problems:
             return 1
-        if updated != current:
+        if with_table != current:
             print("README.md's variable table differs from meta/argument_specs.yml: run `make docs`.")
             return 1
-        print("README.md's variable table matches meta/argument_specs.yml.")
+        if updated != with_table:
+            print(f"README.md's example playbooks differ from {', '.join(shown)}: run `make docs`.")
+            return 1
+        print(f"README.md's variable table matches meta/argument_specs.yml; its playbooks match {', '.join(shown)}.")
         return 0
     readme.write_text(updated)
     return 0

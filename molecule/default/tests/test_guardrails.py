@@ -109,14 +109,17 @@ def test_bad_inputs_changed_nothing_on_the_host(bad_input_runs):
 
 def test_read_only_proc_sys_stops_with_the_container_fix(host, tmp_path):
     before = host.check_output(SNAPSHOT)
-    host.run_test("mount -o remount,ro /proc/sys")
+    # A bind remount changes this mount point's flags only: a plain remount
+    # reconfigures proc itself, which Debian 13's mount refuses while systemd
+    # runs ("mount point is busy").
+    host.check_output("mount -o remount,bind,ro /proc/sys")
     try:
         run = run_with(tmp_path, "ro", {})
         managed_elsewhere = run_with(tmp_path, "ro-elsewhere", {"uwsgi_manage_sysctl": False})
         too_low = run_with(tmp_path, "ro-low", {"uwsgi_manage_sysctl": False,
                                                 "uwsgi_apps": apps_with(0, listen=8192)})
     finally:
-        host.run_test("mount -o remount,rw /proc/sys")
+        host.check_output("mount -o remount,bind,rw /proc/sys")
     assert run.returncode != 0
     assert "/proc/sys is read-only" in hc.said(run) and "--sysctl net.core.somaxconn=4096" in hc.said(run)
     assert managed_elsewhere.returncode == 0, managed_elsewhere.stdout[-2500:]

@@ -1,0 +1,129 @@
+"""The venv scenario's proof: README's virtualenv playbook (uwsgi_install_method
+pip) on a bare Debian host, one app per socket kind."""
+
+import json
+
+import pytest
+import yaml
+
+import hostchecks as hc
+
+PLAYBOOK = hc.PROJECT / "playbooks" / "venv.yml"
+PLAY_VARS = yaml.safe_load(PLAYBOOK.read_text())[0]["vars"]
+VERSION = PLAY_VARS["uwsgi_pip_version"]
+SHARED_VENV = PLAY_VARS.get("uwsgi_pip_virtualenv", hc.ROLE_DEFAULTS["uwsgi_pip_virtualenv"])
+APPS = hc.apps_from_playbook(PLAYBOOK)
+LIMIT = hc.derived_limit(APPS)
+APP_IDS = [a["name"] for a in APPS]
+
+
+def venv_of(app):
+    return app["virtualenv"] or SHARED_VENV
+
+
+def kind(app):
+    if app["socket"].startswith("/"):
+        return "unix"
+    return "tcp-" + app["protocol"]
+
+
+def test_playbook_covers_every_socket_kind_and_both_venvs():
+    assert PLAY_VARS["uwsgi_install_method"] == "pip"
+    assert sorted(kind(a) for a in APPS) == ["tcp-http", "tcp-uwsgi", "unix"]
+    assert {bool(a["virtualenv"]) for a in APPS} == {True, False}
+    assert min(a["listen"] for a in APPS) > 128
+
+
+def test_sysctls_live_equal_persisted(host):
+    hc.check_sysctls(host, LIMIT)
+
+
+@pytest.mark.parametrize("app", APPS, ids=APP_IDS)
+def test_backlog_in_effect_equals_listen(host, app):
+    hc.check_backlog(host, app)
+
+
+@pytest.mark.parametrize("app", APPS, ids=APP_IDS)
+def test_running_as_unprivileged_user(host, app):
+    hc.check_running_as(host, app)
+
+
+@pytest.mark.parametrize("app", APPS, ids=APP_IDS)
+def test_real_request(host, app):
+    hc.check_request(host, app, f"hello from {app['name']}")
+
+
+@pytest.mark.parametrize("app", APPS, ids=APP_IDS)
+def test_master_is_the_pinned_uwsgi_of_its_venv(host, app):
+    binary = f"{venv_of(app)}/bin/uwsgi"
+    hc.check_master_binary(host, app, binary)
+    assert host.check_output(f"{binary} --version") == VERSION
+
+
+@pytest.mark.parametrize("app", APPS, ids=APP_IDS)
+def test_app_imports_from_its_venv(host, app):
+    """An app with a virtualenv gets its venv's Flask (uWSGI's home); one
+    without runs from the shared venv and gets the system's Flask."""
+    seen = hc.about(host, app)
+    ini = host.file(f"/etc/uwsgi/supervisor/{app['name']}.ini").content_string
+    assert "plugins" not in ini  # Python is built into a pip build
+    assert seen["prefix"] == venv_of(app), seen
+    venv_flask = host.run(f"{venv_of(app)}/bin/python -c 'import importlib.metadata as m; print(m.version(\"flask\"))'")
+    system_flask = host.check_output("python3 -c 'import importlib.metadata as m; print(m.version(\"flask\"))'")
+    if app["virtualenv"]:
+        assert f"home = {app['virtualenv']}" in ini
+        assert seen["flask"] == venv_flask.stdout.strip() != system_flask, seen
+    else:
+        assert "home =" not in ini
+        assert seen["flask"] == system_flask, seen
+
+
+@pytest.mark.parametrize("app", [a for a in APPS if a["socket"].startswith("/")], ids=lambda a: a["name"])
+def test_burst_of_listen_connections_while_busy_is_not_refused(host, app):
+    hc.check_burst(host, app)
+
+
+def test_check_diff_on_converged_host_changes_nothing():
+    run = hc.run_playbook(PLAYBOOK, "--check", "--diff")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    changed = hc.recap_changed(run.stdout)
+    assert changed and all(v == 0 for v in changed.values()), run.stdout[-3000:]
+
+
+def run_with(tmp_path, extra):
+    path = tmp_path / "extra.json"
+    path.write_text(json.dumps(extra))
+    run = hc.run_playbook(PLAYBOOK, "-e", f"@{path}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    return run
+
+
+def test_plugins_with_pip_are_refused_before_any_change(tmp_path):
+    path = tmp_path / "plugins.json"
+    path.write_text(json.dumps({"uwsgi_plugins": ["python3"]}))
+    run = hc.run_playbook(PLAYBOOK, "-e", f"@{path}")
+    assert run.returncode != 0
+    assert "uwsgi_plugins (python3) cannot be loaded by a uWSGI built by pip" in hc.said(run), hc.said(run)[-2500:]
+
+
+def test_new_uwsgi_release_is_built_and_every_app_restarted_on_it(host, tmp_path):
+    """Another uwsgi_pip_version rebuilds each venv's uwsgi and really restarts
+    the apps on the new binary; the old release comes back the same way."""
+    other = "2.0.30"
+    supervisord = hc.supervisord_pid(host)
+    pids = {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in APPS}
+    try:
+        run_with(tmp_path, {"uwsgi_pip_version": other})
+        for app in APPS:
+            assert host.check_output(f"{venv_of(app)}/bin/uwsgi --version") == other
+            state, pid = hc.supervisor_state(host, app["name"])
+            assert state == "RUNNING" and pid != pids[app["name"]], (app["name"], state, pid)
+            hc.check_backlog(host, app)
+    finally:
+        run_with(tmp_path, {})
+    for app in APPS:
+        assert host.check_output(f"{venv_of(app)}/bin/uwsgi --version") == VERSION
+        hc.check_master_binary(host, app, f"{venv_of(app)}/bin/uwsgi")
+        hc.check_backlog(host, app)
+        hc.check_request(host, app, f"hello from {app['name']}")
+    assert hc.supervisord_pid(host) == supervisord
