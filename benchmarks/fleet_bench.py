@@ -5,7 +5,7 @@ the idempotent rerun on all of them (forks = hosts), on local container hosts.
   python benchmarks/fleet_bench.py [--sizes 1,5,10] [--reruns 3]
 
 Each size starts from fresh bare hosts (uwsgi-fbench-N); the cold converge is
-playbooks/site.yml (apt install included, .debs from .cache/apt-archives), the
+playbooks/site.yml (apt index update, download and install included), the
 rerun its median over --reruns runs. Writes benchmarks/results/fleet.json and
 fleet.md. Target, printed and never asserted: 10 hosts within 2.5x of 1 host.
 """
@@ -54,7 +54,7 @@ def measure(size: int, reruns: int) -> dict:
     hosts = [f"uwsgi-fbench-{i}" for i in range(1, size + 1)]
     lib.say(f"{size} host(s): creating fresh bare hosts")
     for h in hosts:
-        lib.create_host(h)
+        lib.create_host(h, shared_apt_cache=False)  # the hosts run apt at the same time
     write_inventory(hosts)
     lib.ansible_playbook(str(INVENTORY), "benchmarks/app.yml", "--forks", str(size), capture=True)
     cold, out = timed("playbooks/site.yml", size)

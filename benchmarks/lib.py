@@ -70,13 +70,19 @@ def remove_container(name: str) -> None:
         run(["docker", "rm", "-f", name])
 
 
-def create_host(name: str) -> None:
-    """A fresh bare Debian host running systemd, with net.core.somaxconn=128."""
+def create_host(name: str, shared_apt_cache: bool = True) -> None:
+    """A fresh bare Debian host running systemd, with net.core.somaxconn=128.
+
+    shared_apt_cache keeps downloaded .debs in .cache/apt-archives across hosts;
+    hosts that run apt at the same time must not share it (apt locks it).
+    """
     remove_container(name)
-    cache = PROJECT / ".cache" / "apt-archives"
-    (cache / "partial").mkdir(parents=True, exist_ok=True)
-    run(["docker", "run", "-d", "--name", name, "--hostname", name, *DOCKER_RUN_FLAGS,
-         "-v", f"{cache}:/var/cache/apt/archives", IMAGE, *INIT])
+    volumes = []
+    if shared_apt_cache:
+        cache = PROJECT / ".cache" / "apt-archives"
+        (cache / "partial").mkdir(parents=True, exist_ok=True)
+        volumes = ["-v", f"{cache}:/var/cache/apt/archives"]
+    run(["docker", "run", "-d", "--name", name, "--hostname", name, *DOCKER_RUN_FLAGS, *volumes, IMAGE, *INIT])
     deadline = time.monotonic() + 120
     while True:  # PID 1 becomes systemd only after the remount
         proc = sh(name, "systemctl is-system-running --wait", check=False, timeout=120)
