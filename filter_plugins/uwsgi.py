@@ -1,80 +1,381 @@
-"""Filters that turn the host's own reports into data the role can check."""
+"""The role's decisions, as pure functions of its variables and of what the
+probe module read on the host. Unit-tested in tests/unit; the tasks only call
+them and act on the result."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import posixpath
+import re
+
 DOCUMENTATION = ""
 
+_spec = importlib.util.spec_from_file_location(
+    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
+host = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(host)
 
-def uwsgi_listen_backlogs(ss_stdout):
-    """Map each LISTEN socket in `ss -Hlnxt` output to its backlog in effect.
-
-    For a listening socket, ss prints the backlog as Send-Q. Unix sockets are
-    keyed by path, TCP sockets by "host:port" as ss prints it and by ":port".
-    """
-    backlogs = {}
-    for line in (ss_stdout or "").splitlines():
-        fields = line.split()
-        if len(fields) < 5 or fields[1] != "LISTEN":
-            continue
-        netid, send_q, local = fields[0], fields[3], fields[4]
-        try:
-            backlog = int(send_q)
-        except ValueError:
-            continue
-        if netid.startswith("u_"):
-            backlogs[local] = backlog
-        elif netid.startswith("tcp"):
-            backlogs[local] = backlog
-            port = local.rsplit(":", 1)[-1]
-            backlogs.setdefault(":" + port, backlog)
-    return backlogs
-
-
-def uwsgi_socket_key(socket):
-    """The key under which uwsgi_listen_backlogs reports an app's socket."""
-    socket = str(socket)
-    if socket.startswith("/"):
-        return socket
-    return ":" + socket.rsplit(":", 1)[-1]
-
-
-def uwsgi_supervisor_states(status_stdout):
-    """Map each program in `supervisorctl status` output to its state and pid."""
-    states = {}
-    for line in (status_stdout or "").splitlines():
-        fields = line.split()
-        if len(fields) < 2:
-            continue
-        pid = None
-        if len(fields) >= 4 and fields[2] == "pid":
-            pid = int(fields[3].rstrip(","))
-        states[fields[0]] = {"state": fields[1], "pid": pid, "line": line.strip()}
-    return states
-
-
-# systemd-sysctl's search path, most important first: a file name found in an
-# earlier directory masks the same name in later ones.
+# Keys of uwsgi.ini the role writes itself from its own variables: given in
+# `options`, they would silently win over (or fight with) the role's value.
+RESERVED_OPTIONS = {
+    "socket": "socket", "uwsgi-socket": "socket", "http-socket": "socket and protocol: http",
+    "https-socket": "socket", "shared-socket": "socket", "chmod-socket": "chmod_socket",
+    "chown-socket": "uid and gid", "uid": "uid", "gid": "gid", "listen": "listen",
+    "processes": "processes", "workers": "processes", "threads": "threads",
+    "enable-threads": "threads", "master": "(always on)", "plugin": "uwsgi_plugins",
+    "plugins": "uwsgi_plugins", "strict": "(always on)", "need-app": "(always on)",
+    "vacuum": "(always on)", "die-on-term": "(always on)", "home": "virtualenv",
+    "virtualenv": "virtualenv", "venv": "virtualenv", "pyhome": "virtualenv", "chdir": "chdir",
+    "module": "module", "wsgi": "module", "env": "environment", "daemonize": "(Supervisor runs the app)",
+    "daemonize2": "(Supervisor runs the app)", "logto": "(Supervisor keeps the log)",
+    "logto2": "(Supervisor keeps the log)", "ini": "(the role writes the app's ini files)",
+}
+APP_LOADERS = {"wsgi-file", "mount", "file", "eval", "callable"}
+# Directories that are never the role's own, whatever a tmpfiles.d line says.
+SYSTEM_DIRS = {
+    "/", "/bin", "/boot", "/dev", "/dev/shm", "/etc", "/home", "/lib", "/media", "/mnt", "/opt", "/proc",
+    "/root", "/run", "/run/lock", "/run/user", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local",
+    "/var", "/var/cache", "/var/lib", "/var/log", "/var/run", "/var/spool", "/var/tmp", "/var/www",
+}
+SOCKET_DIR_MODE = "0775"
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
 
 
-def uwsgi_sysctl_overrides(grep_stdout, our_file, wanted):
+def _pick(value, default):
+    return default if value is None or value == "" else value
+
+
+def uwsgi_normalize(apps, settings):
+    """Each app with every key filled in from the role's defaults (`settings`:
+    the role's uwsgi_* variables without the prefix)."""
+    out = []
+    for app in apps or []:
+        name = str(app.get("name"))
+        socket = str(_pick(app.get("socket"), "%s/%s.sock" % (settings["socket_dir"], name)))
+        venv = _pick(app.get("virtualenv"), None)
+        pip = settings.get("install_method") == "pip"
+        uwsgi_venv = _pick(venv, settings.get("pip_virtualenv")) if pip else None
+        out.append({
+            "name": name,
+            "state": _pick(app.get("state"), "present"),
+            "module": _pick(app.get("module"), None),
+            "chdir": _pick(app.get("chdir"), None),
+            "virtualenv": venv,
+            "socket": socket,
+            "socket_kind": "unix" if socket.startswith("/") else "tcp",
+            "socket_dir": posixpath.dirname(socket) if socket.startswith("/") else None,
+            "protocol": _pick(app.get("protocol"), "uwsgi"),
+            "processes": int(_pick(app.get("processes"), settings["processes"])),
+            "threads": int(_pick(app.get("threads"), settings["threads"])),
+            "listen": int(_pick(app.get("listen"), settings["listen"])),
+            "uid": str(_pick(app.get("uid"), settings["user"])),
+            "gid": str(_pick(app.get("gid"), settings["group"])),
+            "chmod_socket": str(_pick(app.get("chmod_socket"), settings["chmod_socket"])),
+            "startsecs": int(_pick(app.get("startsecs"), settings["startsecs"])),
+            "options": app.get("options") or {},
+            "environment": app.get("environment") or {},
+            "uwsgi_venv": uwsgi_venv,
+            "binary": (uwsgi_venv + "/bin/uwsgi") if pip else settings["binary"],
+        })
+    return out
+
+
+def uwsgi_public(apps):
+    """The apps as loops may print them: environment values replaced by their keys."""
+    return [dict(app, environment=sorted(app.get("environment") or {})) for app in apps]
+
+
+def _where(index, app):
+    return "uwsgi_apps[%d] (%s)" % (index, app["name"])
+
+
+def _one_line(value):
+    return isinstance(value, str) and "\n" not in value and "\r" not in value and "\0" not in value
+
+
+def uwsgi_input_errors(apps, settings, sysctls):
+    """Every input error the argument specs cannot express, each saying what to change.
+
+    sysctls: the kernel limits the run persists (net.core.somaxconn, ...)."""
+    errors = []
+    somaxconn = int(sysctls["net.core.somaxconn"])
+    syn = int(sysctls["net.ipv4.tcp_max_syn_backlog"])
+    if somaxconn > 65535:
+        errors.append("uwsgi_somaxconn (%d) is above 65535: set uwsgi_somaxconn to 65535 or less." % somaxconn)
+    if syn < 1:
+        errors.append("uwsgi_tcp_max_syn_backlog (%d) must be at least 1." % syn)
+    if settings.get("install_method") == "pip" and settings.get("plugins"):
+        errors.append("uwsgi_plugins (%s) cannot be loaded by a uWSGI built by pip, which has Python built in and no "
+                      "plugin directory: leave uwsgi_plugins unset or set it to []." % ", ".join(settings["plugins"]))
+    names, sockets = set(), {}
+    for index, app in enumerate(apps):
+        where = _where(index, app)
+        if not re.match(r"^[A-Za-z0-9_-]+$", app["name"]):
+            errors.append('%s: name "%s" is used in file and program names; use letters, digits, _ and - only.'
+                          % (where, app["name"]))
+        if app["name"] in names:
+            errors.append('%s: name "%s" is used by another app; give each app its own name.' % (where, app["name"]))
+        names.add(app["name"])
+        if app["state"] != "present":
+            continue
+        listen = app["listen"]
+        if listen < 1 or listen > 65535:
+            errors.append("%s: listen (%d) must be between 1 and 65535." % (where, listen))
+        elif listen > somaxconn:
+            errors.append("%s: listen (%d) exceeds uwsgi_somaxconn (%d), so uWSGI would refuse to start; raise "
+                          "uwsgi_somaxconn to at least %d (or leave it unset to derive it) or lower the listen."
+                          % (where, listen, somaxconn, listen))
+        socket = app["socket"]
+        if app["socket_kind"] == "tcp":
+            port = socket.rsplit(":", 1)[-1]
+            if not re.match(r"^[^/\s]*:[0-9]{1,5}$", socket) or not 1 <= int(port or 0) <= 65535:
+                errors.append('%s: socket "%s" is neither an absolute unix socket path nor host:port with a port '
+                              "from 1 to 65535." % (where, socket))
+        elif not re.match(r"^/[A-Za-z0-9._/@+-]+$", socket) or "/../" in socket + "/" or socket.endswith("/"):
+            errors.append('%s: socket "%s" is not a plain absolute path; use letters, digits and . _ - / @ + only.'
+                          % (where, socket))
+        key = host.socket_key(socket)
+        if key in sockets:
+            errors.append('%s: socket "%s" is already used by app %s; give each app its own socket or port.'
+                          % (where, socket, sockets[key]))
+        sockets.setdefault(key, app["name"])
+        if app["processes"] < 1 or app["threads"] < 1:
+            errors.append("%s: processes (%d) and threads (%d) must each be at least 1."
+                          % (where, app["processes"], app["threads"]))
+        if not re.match(r"^[0-7]{3,4}$", app["chmod_socket"]):
+            errors.append('%s: chmod_socket "%s" is not an octal mode such as "660".' % (where, app["chmod_socket"]))
+        elif app["chmod_socket"][-1] in "2367" and not settings.get("allow_world_writable_socket"):
+            errors.append("%s: chmod_socket %s lets every local user write to the socket; use 660 with a group the "
+                          "web server is in, or set uwsgi_allow_world_writable_socket: true."
+                          % (where, app["chmod_socket"]))
+        for field in ("uid", "gid"):
+            if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$", app[field]):
+                errors.append('%s: %s "%s" is not a user or group name or number.' % (where, field, app[field]))
+        if app["uid"] in ("root", "0") and not settings.get("allow_root"):
+            errors.append("%s: uid %s runs the app as root; use an unprivileged user such as www-data, or set "
+                          "uwsgi_allow_root: true if you really mean it." % (where, app["uid"]))
+        options = app["options"]
+        option_keys = {str(k).replace("_", "-").lower(): k for k in options}
+        if not app["module"] and not APP_LOADERS.intersection(option_keys):
+            errors.append("%s: no app to load; set module (for example myapp:app) or an extra option wsgi-file or "
+                          "mount." % where)
+        for key, original in sorted(option_keys.items()):
+            if key in RESERVED_OPTIONS:
+                instead = RESERVED_OPTIONS[key]
+                fix = ("use the app's %s instead" % instead) if not instead.startswith("(") else (
+                    "the role sets it %s" % instead[1:-1].replace("always on", "always"))
+                errors.append("%s: options.%s is set by the role and cannot be overridden through options; %s."
+                              % (where, original, fix))
+                continue
+            values = options[original] if isinstance(options[original], list) else [options[original]]
+            for value in values:
+                if isinstance(value, (dict, list)):
+                    errors.append("%s: options.%s has a %s value, which uwsgi.ini cannot hold; give a string, a "
+                                  "number, a boolean or a list of those." % (where, original, type(value).__name__))
+                elif value is None:
+                    errors.append("%s: options.%s has no value; give one, or remove the key." % (where, original))
+                elif not _one_line(str(value)):
+                    errors.append("%s: options.%s holds a line break or NUL, which would add lines to uwsgi.ini; "
+                                  "give a single line." % (where, original))
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", str(original)):
+                errors.append('%s: options key "%s" is not a uWSGI option name.' % (where, original))
+        for key, value in sorted((app["environment"] or {}).items()):
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
+                errors.append('%s: environment key "%s" is not a variable name (letters, digits and _).'
+                              % (where, key))
+            if isinstance(value, (dict, list)) or value is None:
+                errors.append("%s: environment.%s must be a string or a number." % (where, key))
+            elif not _one_line(str(value)):
+                errors.append("%s: environment.%s holds a line break or NUL, which no uwsgi.ini line can carry; "
+                              "remove it from the value." % (where, key))
+        for field in ("module", "chdir", "virtualenv"):
+            if app[field] is not None and (not _one_line(str(app[field])) or str(app[field]) != str(app[field]).strip()
+                                           or " " in str(app[field]) and field != "module"):
+                errors.append("%s: %s %r holds spaces or line breaks; give a plain path or module name."
+                              % (where, field, app[field]))
+    return errors
+
+
+def _writable(info, user, group):
+    """Whether a process of `user` (uid, groups) with primary group `group` may
+    create files in a directory described by `info` (a probe dir entry)."""
+    if user.get("uid") == 0:
+        return True
+    mode = int(info["mode"], 8)
+    if info["uid"] == user.get("uid"):
+        return mode & 0o300 == 0o300
+    if info["gid"] == group.get("gid") or info["gid"] in user.get("groups", []):
+        return mode & 0o030 == 0o030
+    return mode & 0o003 == 0o003
+
+
+def _role_dir(path, probe):
+    return path in probe.get("tmpfiles_dirs", []) and path not in SYSTEM_DIRS and path.count("/") >= 2
+
+
+def _holders(app, probe, removing):
+    """Who listens on the app's socket now, other than the app itself and the
+    programs this run removes: a list of phrases naming them."""
+    key = host.socket_key(app["socket"])
+    programs = probe.get("supervisor", {}).get("programs", {})
+    managed = probe.get("managed", {})
+    found = []
+    for listener in probe.get("listeners", []):
+        if host.listener_key(listener) != key:
+            continue
+        owners = listener.get("programs") or []
+        if not owners:
+            owners = [name for name, rec in managed.items()
+                      if key in [host.socket_key(s) for s in rec.get("sockets", [])]
+                      and programs.get(name, {}).get("state") == "RUNNING"]
+        if app["name"] in owners:
+            continue
+        others = [name for name in owners if name not in removing]
+        if others:
+            for name in others:
+                what = "a program this role manages" if name in managed else "a Supervisor program"
+                found.append('Supervisor program "%s" (%s, %s)' % (
+                    name, what, programs.get(name, {}).get("line", "state unknown")))
+        elif owners:
+            continue
+        elif listener.get("processes"):
+            found.append(", ".join('process %s (pid %d)' % (n, pid) for n, pid in listener["processes"]))
+        elif programs.get(app["name"], {}).get("state") != "RUNNING":
+            found.append("a process that ss cannot name")
+    return found
+
+
+def uwsgi_host_plan(apps, probe, settings):
+    """What this run does on the host, decided from the probe: errors found
+    before any change, warnings, directories, tmpfiles entries, what to remove,
+    and the identities the rollback restores."""
+    errors, warnings = [], []
+    managed = probe.get("managed", {})
+    listed = {app["name"] for app in apps}
+    present = [app for app in apps if app["state"] == "present"]
+    unlisted = sorted(set(managed) - listed)
+    policy = settings.get("unlisted_apps", "warn")
+
+    removing = {app["name"] for app in apps if app["state"] == "absent"}
+    if unlisted and policy == "remove":
+        removing.update(unlisted)
+    elif unlisted and policy == "fail":
+        errors.append("programs managed by this role are not listed in uwsgi_apps: %s. List each (state: absent "
+                      "removes it), or set uwsgi_unlisted_apps: warn to keep them, or remove to remove them."
+                      % ", ".join(unlisted))
+    elif unlisted:
+        warnings.append("programs managed by this role are not listed in uwsgi_apps and keep running as they are: "
+                        "%s. List each (state: absent removes it), or set uwsgi_unlisted_apps: remove."
+                        % ", ".join(unlisted))
+    kept = [name for name in unlisted if name not in removing]
+
+    users, groups = probe.get("users", {}), probe.get("groups", {})
+    dirs_info = probe.get("dirs", {})
+    role_dirs = {}
+    for index, app in enumerate(apps):
+        if app["state"] != "present":
+            continue
+        where = _where(index, app)
+        user, group = users.get(app["uid"], {}), groups.get(app["gid"], {})
+        if not user.get("exists"):
+            errors.append("%s: user %s does not exist on this host; create it first (ansible.builtin.user) or set "
+                          "uid to an existing user." % (where, app["uid"]))
+        if not group.get("exists"):
+            errors.append("%s: group %s does not exist on this host; create it first (ansible.builtin.group) or set "
+                          "gid to an existing group." % (where, app["gid"]))
+        for holder in _holders(app, probe, removing):
+            errors.append("%s: socket %s is already held by %s; stop or remove it first (for an app this role "
+                          "managed, list it with state: absent), or give this app another socket."
+                          % (where, app["socket"], holder))
+        if app["socket_kind"] != "unix":
+            continue
+        if len(app["socket"].encode()) > 102:
+            errors.append("%s: socket path %s is %d bytes long; uWSGI and the kernel take at most 102; use a "
+                          "shorter path." % (where, app["socket"], len(app["socket"].encode())))
+        path = app["socket_dir"]
+        info = dirs_info.get(path, {})
+        if info.get("exists") and not _role_dir(path, probe):
+            if not info.get("is_dir"):
+                errors.append("%s: %s, the directory of socket %s, is not a directory." % (where, path, app["socket"]))
+            elif user.get("exists") and group.get("exists") and not _writable(info, user, group):
+                errors.append("%s: user %s (group %s) cannot create socket %s: %s is %s:%s %s and was not created by "
+                              "this role, which leaves its owner and mode as they are. Give the app write access "
+                              "there, or put the socket in a directory the role creates (such as %s/%s.sock)."
+                              % (where, app["uid"], app["gid"], app["socket"], path, info["owner"], info["group"],
+                                 info["mode"], settings["socket_dir"], app["name"]))
+            continue
+        if not info.get("exists") and path in SYSTEM_DIRS | {"/"}:
+            errors.append("%s: %s is a system directory; put the socket in a directory of its own." % (where, path))
+            continue
+        if not info.get("exists") and not info.get("parent_exists", True):
+            errors.append("%s: the parent of %s does not exist; the role creates only the socket's own directory."
+                          % (where, path))
+            continue
+        if path in role_dirs and role_dirs[path]["group"] != app["gid"]:
+            errors.append("%s: socket directory %s is shared with app %s of group %s; apps that share a directory "
+                          "the role creates must share gid, or use separate directories."
+                          % (where, path, role_dirs[path]["app"], role_dirs[path]["group"]))
+            continue
+        role_dirs.setdefault(path, {"path": path, "group": app["gid"], "app": app["name"],
+                                    "exists": bool(info.get("exists")),
+                                    "previous_group": info.get("group") if info.get("exists") else None})
+
+    # Directories of managed apps that stay loaded but unlisted keep their entry.
+    for name in kept:
+        for sock in managed[name].get("sockets", []):
+            path = posixpath.dirname(sock) if sock.startswith("/") else None
+            if path and path not in role_dirs and _role_dir(path, probe):
+                info = dirs_info.get(path, {})
+                role_dirs[path] = {"path": path, "group": info.get("group") or managed[name].get("group")
+                                   or settings["group"], "app": name, "exists": bool(info.get("exists")),
+                                   "previous_group": info.get("group")}
+
+    in_use = {host.socket_key(app["socket"]) for app in present}
+    in_use.update(host.socket_key(s) for name in kept for s in managed[name].get("sockets", []))
+    removals = []
+    for name in sorted(removing):
+        record = managed.get(name, {})
+        sockets = [s for s in record.get("sockets", []) if s.startswith("/") and host.socket_key(s) not in in_use]
+        removals.append({
+            "name": name,
+            "loaded": name in probe.get("supervisor", {}).get("programs", {}),
+            "program_file": record.get("program_file") or "%s/%s.conf" % (settings["supervisor_conf_dir"], name),
+            "files": ["%s/%s.ini" % (settings["config_dir"], name), "%s/%s.env.ini" % (settings["config_dir"], name)]
+                     + sockets
+                     + ["%s/%s.log" % (settings["log_dir"], name)]
+                     + ["%s/%s.log.%d" % (settings["log_dir"], name, n) for n in range(1, 6)],
+        })
+    needed = set(role_dirs)
+    stale_dirs = sorted(d for d in probe.get("tmpfiles_dirs", []) if d not in needed and _role_dir(d, probe))
+    previous = {name: {"user": rec.get("user"), "group": rec.get("group") or rec.get("ini_group"),
+                       "ini_group": rec.get("ini_group")} for name, rec in managed.items()}
+    return {
+        "errors": errors,
+        "warnings": warnings,
+        "dirs": [role_dirs[p] for p in sorted(role_dirs)],
+        "stale_dirs": stale_dirs,
+        "removals": removals,
+        "unlisted": unlisted,
+        "kept": kept,
+        "previous": previous,
+        "empty": not present and not kept,
+    }
+
+
+def uwsgi_sysctl_overrides(settings, our_file, wanted):
     """Settings that would win over ours at the next boot with a lower value.
 
-    grep_stdout: `grep -RHs` lines "FILE:key = value" over the sysctl search
-    path and /etc/sysctl.conf. Files apply in file-name order, whatever their
-    directory, and /etc/sysctl.conf (`sysctl --system`) last; so a file whose
-    name sorts after ours, or /etc/sysctl.conf, wins.
+    settings: the probe's sysctl_settings ({path, key, value}). Files apply in
+    file-name order, whatever their directory, and /etc/sysctl.conf last; so a
+    file whose name sorts after ours, or /etc/sysctl.conf, wins. A file name in
+    a stronger directory masks the same name in later ones.
     """
     our_name = our_file.rsplit("/", 1)[-1]
     wanted = {key: int(value) for key, value in wanted.items()}
-    entries = []
-    strongest = {}  # file name -> rank of the strongest directory holding it
-    for line in (grep_stdout or "").splitlines():
-        path, sep, setting = line.partition(":")
-        if not sep or "=" not in setting:
-            continue
-        key, _, value = (part.strip() for part in setting.partition("="))
-        key = key.lstrip("-").replace("/", ".")
+    entries, strongest = [], {}
+    for setting in settings or []:
+        path, key, value = setting["path"], setting["key"], setting["value"]
         if key not in wanted:
             continue
         directory, _, name = path.rpartition("/")
@@ -87,7 +388,7 @@ def uwsgi_sysctl_overrides(grep_stdout, our_file, wanted):
     overrides = []
     for order, rank, path, key, value in entries:
         if rank is not None and rank != strongest[order]:
-            continue  # masked by a file of the same name in a stronger directory
+            continue
         if path == our_file or order <= our_name:
             continue
         try:
@@ -99,11 +400,60 @@ def uwsgi_sysctl_overrides(grep_stdout, our_file, wanted):
     return overrides
 
 
+def uwsgi_proof(apps, probe):
+    """Each present app's verdict after the handlers: RUNNING under Supervisor
+    with its listen as the backlog in effect on its socket."""
+    programs = probe.get("supervisor", {}).get("programs", {})
+    backlogs = host.backlogs_by_socket(probe.get("listeners", []))
+    verdicts = []
+    for app in apps:
+        if app["state"] != "present":
+            continue
+        state = programs.get(app["name"], {})
+        backlog = backlogs.get(host.socket_key(app["socket"]))
+        ok = state.get("state") == "RUNNING" and backlog == app["listen"]
+        verdicts.append({
+            "name": app["name"], "ok": ok, "listen": app["listen"], "socket": app["socket"],
+            "supervisor": state.get("line", "no such program"),
+            "backlog": backlog,
+            "message": ("app %s: RUNNING, backlog %d on %s" % (app["name"], app["listen"], app["socket"])) if ok else (
+                "app %s: expected RUNNING with a listen backlog of %d on %s; Supervisor says %s, ss shows %s"
+                % (app["name"], app["listen"], app["socket"], state.get("line", "no such program"),
+                   "no LISTEN socket" if backlog is None else "backlog %d" % backlog)),
+        })
+    return verdicts
+
+
+def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir):
+    """One line per failed app: what the proof saw, what the rollback did and
+    the app's own log lines from this run's failed start."""
+    lines = []
+    states = status.get("supervisor", {}).get("programs", {}) if status else {}
+    for verdict in failed:
+        name = verdict["name"]
+        if name in new:
+            done = "it never ran before, so its program and ini were removed again"
+        elif name in restored:
+            done = "its previous ini and program file were restored and it is %s again on them" % (
+                states.get(name, {}).get("state", "UNKNOWN"))
+        else:
+            done = "its files did not change in this run, so there was nothing to restore"
+        tail = host.log_tail(logs.get(name, ""), 12)
+        lines.append("%s; %s. Its log (%s/%s.log) during this run: %s" % (
+            verdict["message"].replace("app %s: expected" % name, "app %s failed the proof: expected" % name),
+            done, log_dir, name, " | ".join(tail) if tail else "(nothing new)"))
+    return lines
+
+
 class FilterModule:
     def filters(self):
         return {
-            "uwsgi_listen_backlogs": uwsgi_listen_backlogs,
-            "uwsgi_socket_key": uwsgi_socket_key,
-            "uwsgi_supervisor_states": uwsgi_supervisor_states,
+            "uwsgi_normalize": uwsgi_normalize,
+            "uwsgi_public": uwsgi_public,
+            "uwsgi_input_errors": uwsgi_input_errors,
+            "uwsgi_host_plan": uwsgi_host_plan,
             "uwsgi_sysctl_overrides": uwsgi_sysctl_overrides,
+            "uwsgi_proof": uwsgi_proof,
+            "uwsgi_rollback_report": uwsgi_rollback_report,
+            "uwsgi_socket_key": host.socket_key,
         }

@@ -1,0 +1,268 @@
+#!/usr/bin/python
+"""Read, in one module run, everything the role decides on: never changes the host."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: uwsgi_probe
+short_description: Read the host's state for the backlogops.uwsgi role, changing nothing
+description:
+  - Reads the kernel's limits, the sysctl files, Supervisor's programs and the role's own
+    program files, the listening sockets with their backlog in effect, users, groups,
+    socket directories and log sizes, in one run.
+  - With O(wait_for), first waits (up to O(wait_timeout) seconds) until none of those
+    programs is still starting or backing off.
+options:
+  supervisorctl: {type: path, default: /usr/bin/supervisorctl, description: Supervisor's client.}
+  supervisor_conf_dir: {type: path, required: true, description: Directory of the program files.}
+  config_dir: {type: path, required: true, description: Directory of the apps' ini files.}
+  log_dir: {type: path, required: true, description: Directory of the apps' logs.}
+  tmpfiles_file: {type: path, required: true, description: The role's tmpfiles.d file.}
+  users: {type: list, elements: str, default: [], description: Users to look up.}
+  groups: {type: list, elements: str, default: [], description: Groups to look up.}
+  dirs: {type: list, elements: path, default: [], description: Socket directories to stat.}
+  sysctl_keys: {type: list, elements: str, default: [], description: Kernel settings to read live.}
+  sysctl_paths: {type: list, elements: path, default: [], description: Files and directories to scan for them.}
+  packages: {type: list, elements: str, default: [], description: Debian packages whose installed state to report.}
+  log_names: {type: list, elements: str, default: [], description: Apps whose log to return from its offset on.}
+  log_offsets: {type: dict, default: {}, description: App name to a log size (missing names start at 0).}
+  wait_for: {type: list, elements: str, default: [], description: Programs to wait for.}
+  wait_timeout: {type: int, default: 30, description: Seconds to wait for them at most.}
+author: backlogops
+"""
+
+RETURN = r"""
+probe:
+  description: What the host said; see the role's README for each key.
+  returned: always
+  type: dict
+"""
+
+import glob
+import grp
+import os
+import pwd
+import re
+import stat
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.uwsgi_host import (
+    parse_ini_sockets,
+    parse_program_file,
+    parse_ss_listeners,
+    parse_supervisor_status,
+    parse_sysctl_grep,
+    parse_tmpfiles_dirs,
+    program_of_pid,
+)
+
+BACKUP = re.compile(r"^(?P<name>.+)\.\d+\.\d{4}-\d{2}-\d{2}@\d{2}:\d{2}:\d{2}~$")
+SETTLING = ("STARTING", "BACKOFF", "STOPPING")
+
+
+def read(path, default=None):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return default
+
+
+def user_info(name):
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, ValueError):
+        return {"exists": False}
+    return {"exists": True, "uid": entry.pw_uid, "gid": entry.pw_gid, "name": entry.pw_name,
+            "groups": sorted(os.getgrouplist(entry.pw_name, entry.pw_gid))}
+
+
+def group_info(name):
+    try:
+        entry = grp.getgrgid(int(name)) if name.isdigit() else grp.getgrnam(name)
+    except (KeyError, ValueError):
+        return {"exists": False}
+    return {"exists": True, "gid": entry.gr_gid, "name": entry.gr_name}
+
+
+def name_of(table, ident):
+    try:
+        return (pwd.getpwuid if table == "user" else grp.getgrgid)(ident)[0]
+    except KeyError:
+        return str(ident)
+
+
+def dir_info(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        parent = os.path.dirname(path.rstrip("/")) or "/"
+        return {"exists": False, "parent_exists": os.path.isdir(parent)}
+    return {"exists": True, "is_dir": stat.S_ISDIR(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
+            "owner": name_of("user", st.st_uid), "group": name_of("group", st.st_gid),
+            "mode": "%04o" % stat.S_IMODE(st.st_mode)}
+
+
+def parents_of(pids):
+    """pid -> parent pid for the given pids and their ancestors (/proc/PID/stat
+    is readable for every process, unlike its fds)."""
+    parents = {}
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in parents or pid <= 1:
+            continue
+        text = read("/proc/%d/stat" % pid, "")
+        # comm may hold spaces and parentheses: the fields after the last ')'
+        rest = text.rpartition(")")[2].split()
+        parents[pid] = int(rest[1]) if len(rest) > 1 else 0
+        todo.append(parents[pid])
+    return parents
+
+
+def supervisor_status(module, supervisorctl):
+    if not os.path.exists(supervisorctl):
+        return {"running": False, "programs": {}}
+    rc, out, err = module.run_command([supervisorctl, "status"])
+    # 0: all RUNNING, 3: some program is not; anything else: no answer.
+    return {"running": rc in (0, 3), "programs": parse_supervisor_status(out), "error": "" if rc in (0, 3) else (out + err).strip()}
+
+
+def managed_apps(conf_dir, config_dir):
+    apps = {}
+    for path in sorted(glob.glob(os.path.join(conf_dir, "*.conf"))):
+        program = parse_program_file(read(path, ""))
+        if not program:
+            continue
+        ini = program["ini"] or os.path.join(config_dir, program["name"] + ".ini")
+        ini_text = read(ini)
+        try:
+            ini_group = name_of("group", os.stat(ini).st_gid)
+        except OSError:
+            ini_group = None
+        program.update({"program_file": path, "ini_exists": ini_text is not None, "ini_group": ini_group,
+                        "sockets": parse_ini_sockets(ini_text or "")})
+        apps[program["name"]] = program
+    return apps
+
+
+def backups(dirs):
+    found = []
+    for directory in dirs:
+        for path in sorted(glob.glob(os.path.join(directory, "*~"))):
+            if BACKUP.match(os.path.basename(path)):
+                found.append(path)
+    return found
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "supervisorctl": {"type": "path", "default": "/usr/bin/supervisorctl"},
+            "supervisor_conf_dir": {"type": "path", "required": True},
+            "config_dir": {"type": "path", "required": True},
+            "log_dir": {"type": "path", "required": True},
+            "tmpfiles_file": {"type": "path", "required": True},
+            "users": {"type": "list", "elements": "str", "default": []},
+            "groups": {"type": "list", "elements": "str", "default": []},
+            "dirs": {"type": "list", "elements": "path", "default": []},
+            "sysctl_keys": {"type": "list", "elements": "str", "default": []},
+            "sysctl_paths": {"type": "list", "elements": "path", "default": []},
+            "packages": {"type": "list", "elements": "str", "default": []},
+            "log_names": {"type": "list", "elements": "str", "default": []},
+            "log_offsets": {"type": "dict", "default": {}},
+            "wait_for": {"type": "list", "elements": "str", "default": []},
+            "wait_timeout": {"type": "int", "default": 30},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+
+    supervisor = supervisor_status(module, p["supervisorctl"])
+    deadline = time.monotonic() + p["wait_timeout"]
+    waited = 0.0
+    started = time.monotonic()
+    while p["wait_for"] and supervisor["running"] and time.monotonic() < deadline and any(
+            supervisor["programs"].get(name, {}).get("state") in SETTLING for name in p["wait_for"]):
+        time.sleep(0.5)
+        supervisor = supervisor_status(module, p["supervisorctl"])
+    waited = round(time.monotonic() - started, 1)
+
+    ss = module.get_bin_path("ss")
+    listeners = []
+    if ss:
+        _, out, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--processes"])
+        listeners = parse_ss_listeners(out)
+    program_pids = {s["pid"]: name for name, s in supervisor["programs"].items() if s["pid"]}
+    parents = parents_of([pid for lst in listeners for _, pid in lst["processes"]])
+    for listener in listeners:
+        listener["programs"] = sorted({
+            prog for prog in (program_of_pid(pid, parents, program_pids) for _, pid in listener["processes"]) if prog})
+
+    sysctl_live = {}
+    for key in p["sysctl_keys"]:
+        value = read("/proc/sys/" + key.replace(".", "/"))
+        sysctl_live[key] = int(value) if value and value.strip().isdigit() else None
+    sysctl_settings = []
+    if p["sysctl_paths"]:
+        keys = "|".join(re.escape(k).replace(r"\.", "[./]") for k in p["sysctl_keys"])
+        rc, out, _ = module.run_command(
+            ["grep", "-RHsE", r"^[[:space:]]*-?(%s)[[:space:]]*=" % keys] + p["sysctl_paths"])
+        sysctl_settings = parse_sysctl_grep(out)
+
+    packages = {}
+    if p["packages"]:
+        _, out, _ = module.run_command(["dpkg-query", "-W", "-f", "${Package}\\t${db:Status-Abbrev}\\n"] + p["packages"])
+        installed = {line.split("\t")[0] for line in out.splitlines() if line.split("\t")[-1].startswith("ii")}
+        packages = {name: name in installed for name in p["packages"]}
+    try:
+        import apt  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+        python_apt = True
+    except ImportError:
+        python_apt = False
+
+    logs = {}
+    for name in p["log_names"]:
+        offset = p["log_offsets"].get(name, 0)
+        try:
+            with open(os.path.join(p["log_dir"], "%s.log" % name), "rb") as handle:
+                data = handle.read()
+        except OSError:
+            data = b""
+        offset = int(offset or 0)
+        # A log shorter than the offset was rotated: all of it is new.
+        logs[name] = data[offset if len(data) >= offset else 0:][-4096:].decode("utf-8", "replace")
+
+    log_sizes = {}
+    for path in glob.glob(os.path.join(p["log_dir"], "*.log")):
+        try:
+            log_sizes[os.path.basename(path)[:-4]] = os.path.getsize(path)
+        except OSError:
+            pass
+
+    managed = managed_apps(p["supervisor_conf_dir"], p["config_dir"])
+    result = {
+        "proc_sys_writable": os.access("/proc/sys/net/core/somaxconn", os.W_OK),
+        "sysctl_live": sysctl_live,
+        "sysctl_settings": sysctl_settings,
+        "supervisor": supervisor,
+        "waited": waited,
+        "listeners": listeners,
+        "users": {name: user_info(name) for name in p["users"]},
+        "groups": {name: group_info(name) for name in p["groups"]},
+        "dirs": {path: dir_info(path) for path in p["dirs"]},
+        "managed": managed,
+        "tmpfiles_dirs": parse_tmpfiles_dirs(read(p["tmpfiles_file"], "")),
+        "config_dir_files": sorted(os.listdir(p["config_dir"])) if os.path.isdir(p["config_dir"]) else None,
+        "backups": backups([p["config_dir"], p["supervisor_conf_dir"]]),
+        "log_sizes": log_sizes,
+        "logs": logs,
+        "packages": packages,
+        "python_apt": python_apt,
+    }
+    module.exit_json(changed=False, probe=result)
+
+
+if __name__ == "__main__":
+    main()

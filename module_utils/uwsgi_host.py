@@ -1,0 +1,174 @@
+"""Parsers of the host's own reports, shared by the role's probe module, the
+test harness and the benchmarks. Each takes the text a command printed or a
+file holds and returns plain data; none of them runs anything."""
+
+from __future__ import annotations
+
+import re
+
+# Written into every Supervisor program file the role manages, so that a later
+# run knows the program is its own even when the app is no longer listed.
+MANAGED_MARKER = "; managed by backlogops.uwsgi:"
+
+_SS_USER = re.compile(r'\("([^"]*)",pid=(\d+),fd=\d+\)')
+
+
+def parse_ss_listeners(ss_stdout):
+    """The LISTEN sockets of `ss -H --listening --numeric --unix --tcp [--processes]`.
+
+    Each is a dict: kind (unix or tcp), local (as ss prints it), port (TCP),
+    queue (Recv-Q: connections waiting now), backlog (Send-Q: the backlog in
+    effect) and processes ([name, pid] pairs, when ss could read them).
+    """
+    listeners = []
+    for line in (ss_stdout or "").splitlines():
+        fields = line.split()
+        if len(fields) < 5 or fields[1] != "LISTEN":
+            continue
+        netid = fields[0]
+        if netid.startswith("u_"):
+            kind = "unix"
+        elif netid.startswith("tcp"):
+            kind = "tcp"
+        else:
+            continue
+        try:
+            queue, backlog = int(fields[2]), int(fields[3])
+        except ValueError:
+            continue
+        local = fields[4]
+        port = None
+        if kind == "tcp":
+            try:
+                port = int(local.rsplit(":", 1)[-1])
+            except ValueError:
+                continue
+        listeners.append({
+            "kind": kind,
+            "local": local,
+            "port": port,
+            "queue": queue,
+            "backlog": backlog,
+            "processes": [[name, int(pid)] for name, pid in _SS_USER.findall(line)],
+        })
+    return listeners
+
+
+def socket_key(socket):
+    """How an app's socket is matched against listeners: a unix path, or ':port'."""
+    socket = str(socket)
+    if socket.startswith("/"):
+        return socket
+    return ":" + socket.rsplit(":", 1)[-1]
+
+
+def listener_key(listener):
+    return listener["local"] if listener["kind"] == "unix" else ":%d" % listener["port"]
+
+
+def backlogs_by_socket(listeners):
+    """Backlog in effect by socket key; a TCP port bound on several addresses
+    keeps the first one ss lists."""
+    backlogs = {}
+    for listener in listeners:
+        backlogs.setdefault(listener_key(listener), listener["backlog"])
+    return backlogs
+
+
+def parse_supervisor_status(status_stdout):
+    """Each program in `supervisorctl status` output: state, pid and the line."""
+    states = {}
+    for line in (status_stdout or "").splitlines():
+        fields = line.split()
+        if len(fields) < 2 or fields[1] not in {
+                "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN"}:
+            continue
+        pid = None
+        if len(fields) >= 4 and fields[2] == "pid":
+            pid = int(fields[3].rstrip(","))
+        states[fields[0]] = {"state": fields[1], "pid": pid, "line": " ".join(fields)}
+    return states
+
+
+def parse_sysctl_grep(grep_stdout):
+    """`grep -RHs` lines 'FILE:key = value' over the sysctl files."""
+    settings = []
+    for line in (grep_stdout or "").splitlines():
+        path, sep, setting = line.partition(":")
+        if not sep or "=" not in setting:
+            continue
+        key, _, value = (part.strip() for part in setting.partition("="))
+        settings.append({"path": path, "key": key.lstrip("-").replace("/", "."), "value": value})
+    return settings
+
+
+def parse_program_file(text):
+    """What a Supervisor program file the role wrote says about its app: its
+    name, the ini it runs, and the user and group it runs as. None for a file
+    the role does not manage."""
+    name = command = None
+    managed = False
+    user = group = None
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line.startswith(MANAGED_MARKER):
+            managed = True
+        match = re.match(r"^\[program:([^\]]+)\]$", line)
+        if match:
+            name = match.group(1)
+        elif line.startswith("command="):
+            command = line[len("command="):].strip()
+        elif line.startswith("user="):
+            user = line[len("user="):].strip()
+    if not name or not command:
+        return None
+    argv = command.split()
+    ini = argv[argv.index("--ini") + 1] if "--ini" in argv[:-1] else None
+    for arg in argv:
+        if arg.startswith("--reuid="):
+            user = arg.split("=", 1)[1]
+        elif arg.startswith("--regid="):
+            group = arg.split("=", 1)[1]
+    if not managed and not (ini and ini.endswith("/%s.ini" % name)):
+        return None
+    return {"name": name, "command": command, "ini": ini, "user": user, "group": group}
+
+
+def parse_ini_sockets(text):
+    """The sockets a uwsgi.ini binds (socket, http-socket and the like)."""
+    sockets = []
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in ("socket", "http-socket", "uwsgi-socket", "https-socket"):
+            sockets.append(value.strip().split(",")[0])
+    return sockets
+
+
+def parse_tmpfiles_dirs(text):
+    """The directories (type d or D) a tmpfiles.d file creates."""
+    dirs = []
+    for line in (text or "").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] in ("d", "D"):
+            dirs.append(fields[1])
+    return dirs
+
+
+def program_of_pid(pid, parents, program_pids):
+    """The Supervisor program whose process is `pid` or one of its ancestors.
+
+    parents: pid -> parent pid; program_pids: pid -> program name.
+    """
+    seen = set()
+    while pid and pid not in seen:
+        if pid in program_pids:
+            return program_pids[pid]
+        seen.add(pid)
+        pid = parents.get(pid)
+    return None
+
+
+def log_tail(text, lines=20):
+    """The last `lines` non-empty lines of a log excerpt."""
+    kept = [line.rstrip() for line in (text or "").splitlines() if line.strip()]
+    return kept[-lines:]
