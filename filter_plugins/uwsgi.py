@@ -172,7 +172,7 @@ def uwsgi_input_errors(apps, settings, sysctls):
             for value in values:
                 if isinstance(value, (dict, list)):
                     errors.append("%s: options.%s has a %s value, which uwsgi.ini cannot hold; give a string, a "
-                                  "number, a boolean or a list of those." % (where, original, type(value).__name__))
+                                  "number, a boolean or a list of those." % (where, original, "dict" if isinstance(value, dict) else "list"))
                 elif value is None:
                     errors.append("%s: options.%s has no value; give one, or remove the key." % (where, original))
                 elif not _one_line(str(value)):
@@ -285,8 +285,9 @@ def uwsgi_host_plan(apps, probe, settings):
             errors.append("%s: group %s does not exist on this host; create it first (ansible.builtin.group) or set "
                           "gid to an existing group." % (where, app["gid"]))
         for holder in _holders(app, probe, removing):
-            errors.append("%s: socket %s is already held by %s; stop or remove it first (for an app this role "
-                          "managed, list it with state: absent), or give this app another socket."
+            errors.append("%s: socket %s is already held by %s; stop or remove it first (for a program this "
+                          "role manages, list it with state: absent or set uwsgi_unlisted_apps: remove), or give "
+                          "this app another socket."
                           % (where, app["socket"], holder))
         if app["socket_kind"] != "unix":
             continue
@@ -438,7 +439,7 @@ def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir):
                 states.get(name, {}).get("state", "UNKNOWN"))
         else:
             done = "its files did not change in this run, so there was nothing to restore"
-        tail = host.log_tail(logs.get(name, ""), 12)
+        tail = host.log_tail(logs.get(name, ""), 15)
         lines.append("%s; %s. Its log (%s/%s.log) during this run: %s" % (
             verdict["message"].replace("app %s: expected" % name, "app %s failed the proof: expected" % name),
             done, log_dir, name, " | ".join(tail) if tail else "(nothing new)"))

@@ -27,3 +27,9 @@ def slow():
 def about():
     """Which Python prefix and which Flask serve this app (its venv's or the system's)."""
     return jsonify(name=NAME, prefix=sys.prefix, flask=importlib.metadata.version("flask"))
+
+
+@app.route("/env")
+def env():
+    """The environment values named by ?k=NAME (repeatable), as JSON: what the app really received."""
+    return jsonify({key: os.environ.get(key) for key in request.args.getlist("k")})

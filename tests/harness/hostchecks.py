@@ -128,9 +128,15 @@ def program_command(host, name: str) -> str:
     raise AssertionError(f"{name}: no command= in its program file")
 
 
+def program_binary(host, name: str) -> str:
+    """The uwsgi binary an app's program starts (after setpriv's `--`)."""
+    argv = program_command(host, name).split()
+    return argv[argv.index("--") + 1] if "--" in argv else argv[0]
+
+
 def check_master_binary(host, app: dict, binary: str) -> int:
     """The app's program runs `binary`, and its running master is that file."""
-    assert program_command(host, app["name"]).split()[0] == binary, program_command(host, app["name"])
+    assert program_binary(host, app["name"]) == binary, program_command(host, app["name"])
     state, pid = supervisor_state(host, app["name"])
     assert state == "RUNNING", f"{app['name']}: Supervisor says {state}"
     # /proc/PID/exe of another user's process needs CAP_SYS_PTRACE, which a
