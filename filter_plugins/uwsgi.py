@@ -225,6 +225,10 @@ def _holders(app, probe, removing):
         if host.listener_key(listener) != key:
             continue
         owners = listener.get("programs") or []
+        if not owners and listener.get("processes"):
+            # ss named the processes and none is a Supervisor program's.
+            found.append(", ".join("process %s (pid %d)" % (n, pid) for n, pid in listener["processes"]))
+            continue
         if not owners:
             owners = [name for name, rec in managed.items()
                       if key in [host.socket_key(s) for s in rec.get("sockets", [])]
@@ -239,8 +243,6 @@ def _holders(app, probe, removing):
                     name, what, programs.get(name, {}).get("line", "state unknown")))
         elif owners:
             continue
-        elif listener.get("processes"):
-            found.append(", ".join('process %s (pid %d)' % (n, pid) for n, pid in listener["processes"]))
         elif programs.get(app["name"], {}).get("state") != "RUNNING":
             found.append("a process that ss cannot name")
     return found

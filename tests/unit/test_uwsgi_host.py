@@ -1,0 +1,112 @@
+"""The parsers of the host's reports, fed by output captured on Debian hosts."""
+
+import pytest
+
+from conftest import FIXTURES, uwsgi_host as h
+
+RELEASES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
+
+
+def fixture(release, name):
+    return (FIXTURES / release / name).read_text()
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_ss_listeners_give_the_backlog_in_effect_and_the_queue(release):
+    listeners = h.parse_ss_listeners(fixture(release, "ss-listening.txt"))
+    by_key = {h.listener_key(item): item for item in listeners}
+    app = by_key["/run/uwsgi/flaskapp.sock"]
+    assert (app["kind"], app["backlog"], app["queue"]) == ("unix", 4096, 0)
+    api = by_key[":8001"]
+    assert (api["kind"], api["local"], api["port"], api["backlog"]) == ("tcp", "127.0.0.1:8001", 8001, 2048)
+    assert h.backlogs_by_socket(listeners)["/run/uwsgi/flaskapp.sock"] == 4096
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_ss_names_the_processes_it_can_see(release):
+    listeners = h.parse_ss_listeners(fixture(release, "ss-listening.txt"))
+    journal = next(item for item in listeners if item["local"] == "/run/systemd/journal/stdout")
+    assert [name for name, _ in journal["processes"]] == ["systemd-journal", "systemd"]
+    # uWSGI runs as the app's user: a container's root without CAP_SYS_PTRACE cannot see its fds.
+    assert next(i for i in listeners if i["local"] == "/run/uwsgi/flaskapp.sock")["processes"] == []
+
+
+def test_ss_ignores_headers_and_other_states():
+    text = "Netid State Recv-Q Send-Q Local Peer\nu_str ESTAB 0 0 /x 1 * 2\nudp UNCONN 0 0 0.0.0.0:68 0.0.0.0:*\n"
+    assert h.parse_ss_listeners(text) == []
+
+
+def test_tcp_on_every_address_and_ipv6():
+    text = "tcp LISTEN 3 4096 0.0.0.0:80 0.0.0.0:*\ntcp LISTEN 0 4096 [::]:80 [::]:*\n"
+    listeners = h.parse_ss_listeners(text)
+    assert [item["port"] for item in listeners] == [80, 80]
+    assert h.backlogs_by_socket(listeners) == {":80": 4096}
+    assert listeners[0]["queue"] == 3
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_supervisor_status(release):
+    states = h.parse_supervisor_status(fixture(release, "supervisorctl-status.txt"))
+    assert set(states) == {"flaskapp", "flaskapi"}
+    assert all(s["state"] == "RUNNING" and s["pid"] > 1 for s in states.values())
+
+
+def test_supervisor_status_of_failed_and_stopped_programs():
+    text = ("flaskapi                         FATAL     Exited too quickly (process log may have details)\n"
+            "other                            STOPPED   Nov 28 06:05 AM\n"
+            "unix:///var/run/supervisor.sock no such file\n")
+    states = h.parse_supervisor_status(text)
+    assert states["flaskapi"]["state"] == "FATAL" and states["flaskapi"]["pid"] is None
+    assert states["other"]["state"] == "STOPPED"
+    assert "unix:///var/run/supervisor.sock" not in states
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_sysctl_grep(release):
+    settings = h.parse_sysctl_grep(fixture(release, "sysctl-grep.txt"))
+    assert {"path": "/run/sysctl.d/70-low.conf", "key": "net.ipv4.tcp_max_syn_backlog", "value": "512"} in settings
+    assert {"path": "/etc/sysctl.conf", "key": "net.core.somaxconn", "value": "2048"} in settings
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_program_file_written_by_the_role(release):
+    program = h.parse_program_file(fixture(release, "program-flaskapp.conf"))
+    assert program["name"] == "flaskapp"
+    assert program["ini"] == "/etc/uwsgi/supervisor/flaskapp.ini"
+    assert (program["user"], program["group"]) == ("www-data", "www-data")
+
+
+def test_program_file_of_an_earlier_role_version_is_still_the_roles():
+    text = ("#\n# Ansible managed\n#\n[program:ledger]\ncommand=/usr/bin/uwsgi --ini /etc/uwsgi/supervisor/ledger.ini\n"
+            "user=app1\n")
+    program = h.parse_program_file(text)
+    assert (program["name"], program["user"], program["group"]) == ("ledger", "app1", None)
+
+
+def test_program_file_of_someone_else_is_not_the_roles():
+    text = "[program:flaskapp]\ncommand=/usr/bin/uwsgi --master -s /run/uwsgi/flaskapp.sock --module app:app\n"
+    assert h.parse_program_file(text) is None
+    assert h.parse_program_file("") is None
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_ini_sockets(release):
+    assert h.parse_ini_sockets(fixture(release, "flaskapi.ini")) == ["127.0.0.1:8001"]
+    assert h.parse_ini_sockets("[uwsgi]\nhttp-socket = :8080\nchmod-socket = 660\n") == [":8080"]
+
+
+def test_tmpfiles_dirs():
+    text = "# comment\nd /run/uwsgi 0775 root www-data -\nD /run/other 0755 root root -\nf /run/x.txt\n"
+    assert h.parse_tmpfiles_dirs(text) == ["/run/uwsgi", "/run/other"]
+
+
+def test_program_of_pid_walks_up_to_the_master():
+    parents = {12: 11, 11: 10, 10: 1}
+    assert h.program_of_pid(12, parents, {11: "flaskapp"}) == "flaskapp"
+    assert h.program_of_pid(10, parents, {11: "flaskapp"}) is None
+    assert h.program_of_pid(5, {5: 5}, {}) is None  # a loop ends
+
+
+def test_log_tail_keeps_the_last_non_empty_lines():
+    assert h.log_tail("a\n\nb\nc\n", 2) == ["b", "c"]
+    assert h.log_tail("", 5) == []
