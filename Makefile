@@ -25,7 +25,7 @@ export ANSIBLE_FORCE_COLOR := 1
 
 step = @printf '\n\033[1m==> %s\033[0m\n' "$(1)"
 
-.PHONY: help venv docker images docs lint test molecule test-fleet test-platforms test-ansible demo demo-clean bench bench-fleet clean
+.PHONY: help venv docker images docs lint unit test molecule test-fleet test-platforms test-ansible demo demo-clean bench bench-fleet clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
@@ -60,13 +60,17 @@ lint: venv  ## yamllint, ansible-lint (production profile), README vs specs and 
 	$(call step,ansible-lint --profile production)
 	ansible-lint --profile production
 
+unit: venv  ## Unit tests of the role's parsers and decisions (tests/unit), in seconds
+	$(call step,Unit tests: parsers against captured host output, the role's decisions)
+	pytest -q -p no:cacheprovider tests/unit
+
 molecule: venv images  ## Run the molecule SCENARIOS (default: default venv) on DISTRO
 	@set -e; for s in $(SCENARIOS); do \
 	  printf '\n\033[1m==> molecule test -s %s (%s)\033[0m\n' "$$s" "$(DISTRO)"; \
 	  molecule test -s $$s; \
 	done
 
-test: lint molecule  ## Lint, then every molecule scenario (SCENARIOS) on DISTRO
+test: lint unit molecule  ## Lint, unit tests, then every molecule scenario (SCENARIOS) on DISTRO
 
 test-fleet: venv images  ## The fleet scenario: rolling rollout across 5 hosts behind nginx (about 10-15 min)
 	@$(MAKE) --no-print-directory molecule SCENARIOS=fleet

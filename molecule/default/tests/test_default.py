@@ -116,3 +116,12 @@ def test_everything_holds_after_reboot(host):
         hc.check_request(host, app, f"hello from {app['name']}")
         if app["socket"].startswith("/"):
             hc.check_burst(host, app)
+
+
+def test_the_image_has_no_python3_apt_so_the_first_check_ran_without_it():
+    """The sequence's first `check` ran on this image as built: a minimal Debian
+    without python3-apt, which apt's own check mode needs."""
+    image = f"uwsgi-role-test:{hc.os.environ.get('MOLECULE_DISTRO', 'bookworm')}"
+    probe = hc.subprocess.run(["docker", "run", "--rm", "--entrypoint", "dpkg-query", image, "-W", "python3-apt"],
+                              capture_output=True, text=True, check=False)
+    assert probe.returncode != 0 and "no packages found matching python3-apt" in probe.stderr, probe
