@@ -185,7 +185,8 @@ def test_two_failed_apps_each_report_their_own_cause(host, tmp_path):
     second = said.rindex(f"app {TCP_APP['name']} failed the proof")
     assert first < second, said[-4000:]
     # Each app's own log lines from its failed start, one item per app.
-    assert "No module named 'no_such_module'" in said[first:second], said[-4000:]
+    assert "ModuleNotFoundError: No module named" in said[first:second], said[-4000:]
+    assert "no_such_module" in said[first:second]
     assert "unknown config directive: no-such-option" in said[second:], said[-4000:]
     assert "\\n" not in said[first:]
     for app in APPS:
