@@ -73,6 +73,8 @@ def uwsgi_normalize(apps, settings):
             "gid": str(_pick(app.get("gid"), settings["group"])),
             "chmod_socket": str(_pick(app.get("chmod_socket"), settings["chmod_socket"])),
             "startsecs": int(_pick(app.get("startsecs"), settings["startsecs"])),
+            "ready_timeout": int(_pick(app.get("ready_timeout"), settings.get("ready_timeout", 60))),
+            "check_path": _pick(app.get("check_path"), None),
             "options": app.get("options") or {},
             "environment": app.get("environment") or {},
             "uwsgi_venv": uwsgi_venv,
@@ -94,6 +96,46 @@ def _one_line(value):
     return isinstance(value, str) and "\n" not in value and "\r" not in value and "\0" not in value
 
 
+# uWSGI reads an ini value through magic of its own: at file read `%X` is a
+# magic variable (`%%` a literal %), then `$(VAR)` takes an environment
+# variable, `@(FILE)` a file's content and `%(NAME)` another option's value;
+# the ini parser strips blanks around a value. uwsgi_ini_escape writes a value
+# so that uWSGI reads it back byte for byte, with the placeholders the role
+# defines in every ini it writes (INI_PLACEHOLDERS).
+INI_PLACEHOLDERS = {"uwsgi_role_dollar": "$", "uwsgi_role_at": "@", "uwsgi_role_empty": ""}
+# Options every ini the role writes may set: a `%(NAME)` of one of these is
+# always replaced by uWSGI, so a value holding it cannot be carried.
+ROLE_INI_KEYS = {
+    "plugins", "strict", "master", "processes", "threads", "enable-threads", "socket", "http-socket", "listen",
+    "chmod-socket", "chdir", "home", "module", "vacuum", "die-on-term", "need-app", "ini", "env", "set-placeholder",
+} | set(INI_PLACEHOLDERS)
+_PLACEHOLDER_REF = re.compile(r"%\(([^)]*)\)")
+
+
+def uwsgi_ini_escape(value):
+    """`value` as uwsgi.ini must hold it for uWSGI to read it back exactly."""
+    out = str(value).replace("%", "%%").replace("$(", "%(uwsgi_role_dollar)(").replace("@(", "%(uwsgi_role_at)(")
+    if out[:1] in (" ", "\t"):
+        out = "%(uwsgi_role_empty)" + out
+    if out[-1:] in (" ", "\t"):
+        out += "%(uwsgi_role_empty)"
+    return out
+
+
+def _uncarried(value, names):
+    """Why uWSGI cannot receive `value` exactly through an ini line, or None."""
+    value = str(value)
+    for char, what in (("\n", "a line break"), ("\r", "a carriage return"), ("\0", "a NUL")):
+        if char in value:
+            return "holds %s (%r), which no uwsgi.ini line can carry" % (what, char)
+    for match in _PLACEHOLDER_REF.finditer(value):
+        name = match.group(1)
+        if name in names or " " in name or "(" in name:
+            return ("holds %r, which uWSGI always replaces (with the value of option %s, or a sum of them) and "
+                    "which no escape keeps" % (match.group(0), name))
+    return None
+
+
 def uwsgi_input_errors(apps, settings, sysctls):
     """Every input error the argument specs cannot express, each saying what to change.
 
@@ -108,6 +150,11 @@ def uwsgi_input_errors(apps, settings, sysctls):
     if settings.get("install_method") == "pip" and settings.get("plugins"):
         errors.append("uwsgi_plugins (%s) cannot be loaded by a uWSGI built by pip, which has Python built in and no "
                       "plugin directory: leave uwsgi_plugins unset or set it to []." % ", ".join(settings["plugins"]))
+    for var in ("socket_dir", "config_dir", "supervisor_conf_dir", "log_dir"):
+        value = str(settings.get(var, "/"))
+        if not re.match(r"^/[A-Za-z0-9._/+@-]*$", value):
+            errors.append("uwsgi_%s %r must be an absolute path of letters, digits and . _ - / + @ only (it is "
+                          "written into Supervisor, uWSGI and tmpfiles.d files)." % (var, value))
     names, sockets = set(), {}
     for index, app in enumerate(apps):
         where = _where(index, app)
@@ -180,20 +227,33 @@ def uwsgi_input_errors(apps, settings, sysctls):
                                   "give a single line." % (where, original))
             if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", str(original)):
                 errors.append('%s: options key "%s" is not a uWSGI option name.' % (where, original))
+        ini_names = ROLE_INI_KEYS | set(option_keys) | set(map(str, options))
         for key, value in sorted((app["environment"] or {}).items()):
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
                 errors.append('%s: environment key "%s" is not a variable name (letters, digits and _).'
                               % (where, key))
+            elif str(key).upper().startswith("UWSGI_"):
+                errors.append("%s: environment.%s: uWSGI reads UWSGI_* variables as its own options (at every "
+                              "reload); set the option in options instead." % (where, key))
             if isinstance(value, (dict, list)) or value is None:
                 errors.append("%s: environment.%s must be a string or a number." % (where, key))
-            elif not _one_line(str(value)):
-                errors.append("%s: environment.%s holds a line break or NUL, which no uwsgi.ini line can carry; "
-                              "remove it from the value." % (where, key))
+            elif _uncarried(value, ini_names):
+                errors.append("%s: environment.%s %s; remove it from the value."
+                              % (where, key, _uncarried(value, ini_names)))
+        if app.get("check_path") is not None and not re.match(r"^/[\x21-\x7e]*$", str(app["check_path"])):
+            errors.append("%s: check_path %r must be a path starting with / without blanks." % (where, app["check_path"]))
+        if app.get("ready_timeout", 1) < 1:
+            errors.append("%s: ready_timeout (%d) must be at least 1 second." % (where, app["ready_timeout"]))
         for field in ("module", "chdir", "virtualenv"):
-            if app[field] is not None and (not _one_line(str(app[field])) or str(app[field]) != str(app[field]).strip()
-                                           or " " in str(app[field]) and field != "module"):
-                errors.append("%s: %s %r holds spaces or line breaks; give a plain path or module name."
-                              % (where, field, app[field]))
+            value = app[field]
+            if value is None:
+                continue
+            if _uncarried(value, ini_names):
+                errors.append("%s: %s %s." % (where, field, _uncarried(value, ini_names)))
+            elif field != "module" and (not str(value).startswith("/") or re.search(r"\s", str(value))):
+                errors.append("%s: %s %r must be an absolute path without blanks." % (where, field, value))
+            elif field == "module" and re.search(r"\s", str(value)):
+                errors.append("%s: module %r holds blanks; give a module such as myapp:app." % (where, value))
     return errors
 
 
@@ -366,6 +426,64 @@ def uwsgi_host_plan(apps, probe, settings):
     }
 
 
+def _sysctl_entries(settings, keys):
+    """(order, path, key, value) of the settings in effect at boot: a file name
+    in a stronger directory masks the same name in later ones; /etc/sysctl.conf
+    is read last."""
+    entries, strongest = [], {}
+    for setting in settings or []:
+        path, key, value = setting["path"], setting["key"], setting["value"]
+        if key not in keys:
+            continue
+        directory, _, name = path.rpartition("/")
+        if path == "/etc/sysctl.conf":
+            entries.append(("\uffff", None, path, key, value))
+        elif directory in SYSCTL_DIRS:
+            rank = SYSCTL_DIRS.index(directory)
+            strongest[name] = min(rank, strongest.get(name, rank))
+            entries.append((name, rank, path, key, value))
+    return [(order, path, key, value) for order, rank, path, key, value in entries
+            if rank is None or rank == strongest[order]]
+
+
+def _int(value):
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
+def uwsgi_sysctl_targets(wanted, probe, our_file, explicit, allow_lower):
+    """The value to persist and apply for each kernel limit: what the apps need,
+    but never below the live value nor below what the host's other sysctl files
+    persist (unless an explicit value is allowed to lower it). With a line that
+    says what happened to each."""
+    our_name = our_file.rsplit("/", 1)[-1]
+    entries = _sysctl_entries(probe.get("sysctl_settings", []), wanted)
+    targets, notes = {}, []
+    for key, want in wanted.items():
+        want = int(want)
+        live = probe.get("sysctl_live", {}).get(key)
+        others = [(path, _int(value)) for order, path, k, value in entries
+                  if k == key and path != our_file and order <= our_name and _int(value) is not None]
+        floor_from = [("live", live)] if live is not None else []
+        floor_from += others
+        floor = max([v for _, v in floor_from] + [0])
+        if want >= floor:
+            targets[key] = want
+            notes.append("%s = %d, as the apps need (%s)" % (
+                key, want, "already live" if live == want else "raised from %s" % live))
+        elif allow_lower and key in explicit:
+            targets[key] = want
+            notes.append("%s = %d: LOWERED from %d as uwsgi_sysctl_allow_lower allows (%s)"
+                         % (key, want, floor, ", ".join("%s %s" % (w, v) for w, v in floor_from)))
+        else:
+            targets[key] = floor
+            notes.append("%s = %d kept: the host already has more than the %d the apps need (%s); the role never "
+                         "lowers it" % (key, floor, want, ", ".join("%s %s" % (w, v) for w, v in floor_from)))
+    return {"values": targets, "notes": notes}
+
+
 def uwsgi_sysctl_overrides(settings, our_file, wanted):
     """Settings that would win over ours at the next boot with a lower value.
 
@@ -376,53 +494,54 @@ def uwsgi_sysctl_overrides(settings, our_file, wanted):
     """
     our_name = our_file.rsplit("/", 1)[-1]
     wanted = {key: int(value) for key, value in wanted.items()}
-    entries, strongest = [], {}
-    for setting in settings or []:
-        path, key, value = setting["path"], setting["key"], setting["value"]
-        if key not in wanted:
-            continue
-        directory, _, name = path.rpartition("/")
-        if path == "/etc/sysctl.conf":
-            entries.append(("\uffff", None, path, key, value))
-        elif directory in SYSCTL_DIRS:
-            rank = SYSCTL_DIRS.index(directory)
-            strongest[name] = min(rank, strongest.get(name, rank))
-            entries.append((name, rank, path, key, value))
     overrides = []
-    for order, rank, path, key, value in entries:
-        if rank is not None and rank != strongest[order]:
-            continue
+    for order, path, key, value in _sysctl_entries(settings, wanted):
         if path == our_file or order <= our_name:
             continue
-        try:
-            lower = int(value) < wanted[key]
-        except ValueError:
-            lower = True
-        if lower:
+        value_int = _int(value)
+        if value_int is None or value_int < wanted[key]:
             overrides.append({"file": path, "key": key, "value": value, "wanted": wanted[key]})
     return overrides
 
 
 def uwsgi_proof(apps, probe):
-    """Each present app's verdict after the handlers: RUNNING under Supervisor
-    with its listen as the backlog in effect on its socket."""
+    """Each present app's verdict after the handlers: RUNNING under Supervisor,
+    its listen as the backlog in effect on its socket, its app loaded when it
+    was started in this run, as many workers as `processes`, and a 2xx or 3xx
+    answer on its check_path when it names one."""
     programs = probe.get("supervisor", {}).get("programs", {})
     backlogs = host.backlogs_by_socket(probe.get("listeners", []))
     verdicts = []
     for app in apps:
         if app["state"] != "present":
             continue
-        state = programs.get(app["name"], {})
+        name = app["name"]
+        state = programs.get(name, {})
         backlog = backlogs.get(host.socket_key(app["socket"]))
-        ok = state.get("state") == "RUNNING" and backlog == app["listen"]
+        problems = []
+        if state.get("state") != "RUNNING":
+            problems.append("Supervisor says %s" % state.get("line", "no such program"))
+        if backlog != app["listen"]:
+            problems.append("ss shows %s" % ("no LISTEN socket" if backlog is None else "backlog %d" % backlog))
+        ready = (probe.get("ready") or {}).get(name)
+        if ready is not None and not ready["ok"]:
+            problems.append("its app did not load: %s" % ready["why"])
+        workers = (probe.get("workers") or {}).get(name)
+        scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
+        if not problems and not scaled and workers != app["processes"]:
+            problems.append("its master has %s workers, not %d" % (workers, app["processes"]))
+        check = (probe.get("checks") or {}).get(name)
+        if check is not None and not problems and not (check["status"] and 200 <= check["status"] < 400):
+            problems.append("GET %s answered %s" % (app["check_path"], check["status"] or check["error"]))
+        ok = not problems
         verdicts.append({
-            "name": app["name"], "ok": ok, "listen": app["listen"], "socket": app["socket"],
-            "supervisor": state.get("line", "no such program"),
-            "backlog": backlog,
-            "message": ("app %s: RUNNING, backlog %d on %s" % (app["name"], app["listen"], app["socket"])) if ok else (
-                "app %s: expected RUNNING with a listen backlog of %d on %s; Supervisor says %s, ss shows %s"
-                % (app["name"], app["listen"], app["socket"], state.get("line", "no such program"),
-                   "no LISTEN socket" if backlog is None else "backlog %d" % backlog)),
+            "name": name, "ok": ok, "listen": app["listen"], "socket": app["socket"],
+            "supervisor": state.get("line", "no such program"), "backlog": backlog,
+            "message": ("app %s: RUNNING, backlog %d on %s, %d workers%s" % (
+                name, app["listen"], app["socket"], app["processes"],
+                ", GET %s answered %s" % (app["check_path"], check["status"]) if check else "")) if ok else (
+                "app %s: expected RUNNING with a listen backlog of %d on %s and %d workers; %s"
+                % (name, app["listen"], app["socket"], app["processes"], "; ".join(problems))),
         })
     return verdicts
 
@@ -441,11 +560,22 @@ def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir):
                 states.get(name, {}).get("state", "UNKNOWN"))
         else:
             done = "its files did not change in this run, so there was nothing to restore"
-        tail = host.log_tail(logs.get(name, ""), 15)
+        text = logs.get(name, "")
+        # An app Supervisor started again after it gave up: show the attempt that failed.
+        cut = text.rfind("GAME OVER")
+        if cut >= 0:
+            end = text.find("\n", cut)
+            text = text[:end if end >= 0 else len(text)]
+        tail = host.log_tail(text, 15)
         lines.append("%s; %s. Its log (%s/%s.log) during this run: %s" % (
             verdict["message"].replace("app %s: expected" % name, "app %s failed the proof: expected" % name),
             done, log_dir, name, " | ".join(tail) if tail else "(nothing new)"))
     return lines
+
+
+def uwsgi_check_request(app):
+    """The probe's request for an app's check_path."""
+    return {"name": app["name"], "socket": app["socket"], "protocol": app["protocol"], "path": app["check_path"]}
 
 
 class FilterModule:
@@ -456,7 +586,10 @@ class FilterModule:
             "uwsgi_input_errors": uwsgi_input_errors,
             "uwsgi_host_plan": uwsgi_host_plan,
             "uwsgi_sysctl_overrides": uwsgi_sysctl_overrides,
+            "uwsgi_sysctl_targets": uwsgi_sysctl_targets,
             "uwsgi_proof": uwsgi_proof,
             "uwsgi_rollback_report": uwsgi_rollback_report,
             "uwsgi_socket_key": host.socket_key,
+            "uwsgi_ini_escape": uwsgi_ini_escape,
+            "uwsgi_check_request": uwsgi_check_request,
         }

@@ -28,6 +28,18 @@ options:
   log_offsets: {type: dict, default: {}, description: App name to a log size (missing names start at 0).}
   wait_for: {type: list, elements: str, default: [], description: Programs to wait for.}
   wait_timeout: {type: int, default: 30, description: Seconds to wait for them at most.}
+  ready:
+    type: list
+    elements: dict
+    default: []
+    description:
+      - Apps started in this run (name, timeout in seconds), with O(log_offsets). Waits until each app's log
+        since its offset says its app is loaded, or it gave up (exit, game over, a new master), or the timeout.
+  checks:
+    type: list
+    elements: dict
+    default: []
+    description: Requests to make once ready (name, socket, protocol uwsgi or http, path); returns each status.
 author: backlogops
 """
 
@@ -156,6 +168,111 @@ def backups(dirs):
     return found
 
 
+READY = re.compile(r"WSGI app \d+ \(mountpoint='[^']*'\) ready in")
+GAVE_UP = ("no app loaded. GAME OVER", "goodbye to uWSGI")  # need-app's exit; any exit
+
+
+def log_since(log_dir, name, offset):
+    try:
+        with open(os.path.join(log_dir, "%s.log" % name), "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return ""
+    offset = int(offset or 0)
+    return data[offset if len(data) >= offset else 0:].decode("utf-8", "replace")
+
+
+def wait_ready(module, p, supervisor):
+    """Wait for each app started in this run to load its app, or to give up."""
+    pending = {item["name"]: float(item.get("timeout") or 60) for item in p["ready"]}
+    result, first_pid = {}, {}
+    started = time.monotonic()
+    while pending:
+        elapsed = time.monotonic() - started
+        for name in list(pending):
+            state = supervisor["programs"].get(name, {})
+            text = log_since(p["log_dir"], name, p["log_offsets"].get(name, 0))
+            pid = state.get("pid")
+            if pid and name not in first_pid:
+                first_pid[name] = pid
+            why = None
+            # Judge the latest start only: an earlier master's goodbye is not this one's.
+            last_start = text.rfind("*** Starting uWSGI")
+            segment = text[last_start:] if last_start >= 0 else ""
+            gave_up = next((g for g in GAVE_UP if g in segment), None)
+            if READY.search(segment) and not gave_up and state.get("state") == "RUNNING" \
+                    and pid == first_pid.get(name):
+                result[name] = {"ok": True, "why": "loaded", "seconds": round(elapsed, 1)}
+                del pending[name]
+                continue
+            if gave_up:
+                why = "uWSGI gave up: %s" % gave_up
+            elif state.get("state") in ("EXITED", "FATAL", "STOPPED"):
+                why = "Supervisor says %s" % state.get("state")
+            elif pid and first_pid.get(name) and pid != first_pid[name]:
+                why = "its master exited and was started again (pid %s, then %s)" % (first_pid[name], pid)
+            elif elapsed > pending[name]:
+                why = "its app was not loaded within %d s" % pending[name]
+            if why:
+                result[name] = {"ok": False, "why": why, "seconds": round(elapsed, 1)}
+                del pending[name]
+        if pending:
+            time.sleep(0.3)
+            supervisor = supervisor_status(module, p["supervisorctl"])
+    return result
+
+
+def children_of(pids):
+    """Direct children of each pid, from /proc."""
+    wanted = set(pids)
+    children = {pid: [] for pid in wanted}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        rest = read("/proc/%s/stat" % entry, "").rpartition(")")[2].split()
+        if len(rest) > 1 and int(rest[1]) in wanted:
+            children[int(rest[1])].append(int(entry))
+    return children
+
+
+def check_request(check):
+    """One GET of check['path'] on the app's socket; the HTTP status it answers."""
+    import socket as sockmod  # pylint: disable=import-outside-toplevel
+    address, path = check["socket"], check.get("path") or "/"
+    try:
+        if address.startswith("/"):
+            conn = sockmod.socket(sockmod.AF_UNIX, sockmod.SOCK_STREAM)
+            target = address
+        else:
+            host_part, _, port = address.rpartition(":")
+            conn = sockmod.socket(sockmod.AF_INET, sockmod.SOCK_STREAM)
+            target = (host_part if host_part not in ("", "0.0.0.0", "*") else "127.0.0.1", int(port))
+        conn.settimeout(float(check.get("timeout") or 10))
+        conn.connect(target)
+        if check.get("protocol") == "http":
+            conn.sendall(("GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n" % path).encode())
+        else:
+            path_info, _, query = path.partition("?")
+            env = {"REQUEST_METHOD": "GET", "REQUEST_URI": path, "PATH_INFO": path_info, "QUERY_STRING": query,
+                   "SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+                   "HTTP_HOST": "localhost", "REMOTE_ADDR": "127.0.0.1"}
+            body = b"".join(len(k).to_bytes(2, "little") + k + len(v).to_bytes(2, "little") + v
+                            for k, v in ((k.encode(), v.encode()) for k, v in env.items()))
+            conn.sendall(b"\0" + len(body).to_bytes(2, "little") + b"\0" + body)
+        head = b""
+        while b"\n" not in head and len(head) < 4096:
+            chunk = conn.recv(1024)
+            if not chunk:
+                break
+            head += chunk
+        conn.close()
+        fields = head.split(b"\n", 1)[0].split()
+        status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+        return {"status": status, "error": None if status else "no HTTP status in %r" % head[:80]}
+    except (OSError, ValueError) as exc:
+        return {"status": None, "error": str(exc)}
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -174,6 +291,8 @@ def main():
             "log_offsets": {"type": "dict", "default": {}},
             "wait_for": {"type": "list", "elements": "str", "default": []},
             "wait_timeout": {"type": "int", "default": 30},
+            "ready": {"type": "list", "elements": "dict", "default": []},
+            "checks": {"type": "list", "elements": "dict", "default": []},
         },
         supports_check_mode=True,
     )
@@ -188,6 +307,10 @@ def main():
         time.sleep(0.5)
         supervisor = supervisor_status(module, p["supervisorctl"])
     waited = round(time.monotonic() - started, 1)
+
+    ready = wait_ready(module, p, supervisor)
+    if ready:
+        supervisor = supervisor_status(module, p["supervisorctl"])
 
     ss = module.get_bin_path("ss")
     listeners = []
@@ -241,6 +364,13 @@ def main():
         except OSError:
             pass
 
+    workers = {}
+    children = children_of([s["pid"] for s in supervisor["programs"].values() if s["pid"]])
+    for name, state in supervisor["programs"].items():
+        if state["pid"]:
+            workers[name] = len(children.get(state["pid"], []))
+    checks = {c["name"]: check_request(c) for c in p["checks"]}
+
     managed = managed_apps(p["supervisor_conf_dir"], p["config_dir"])
     result = {
         "proc_sys_writable": os.access("/proc/sys/net/core/somaxconn", os.W_OK),
@@ -248,6 +378,9 @@ def main():
         "sysctl_settings": sysctl_settings,
         "supervisor": supervisor,
         "waited": waited,
+        "ready": ready,
+        "workers": workers,
+        "checks": checks,
         "listeners": listeners,
         "users": {name: user_info(name) for name in p["users"]},
         "groups": {name: group_info(name) for name in p["groups"]},

@@ -43,6 +43,7 @@ def test_normalize_fills_in_the_defaults():
         "socket": "/run/uwsgi/x.sock", "socket_kind": "unix", "socket_dir": "/run/uwsgi", "protocol": "uwsgi",
         "processes": 2, "threads": 1, "listen": 1024, "uid": "www-data", "gid": "www-data", "chmod_socket": "660",
         "startsecs": 2, "options": {}, "environment": {}, "uwsgi_venv": None, "binary": "/usr/bin/uwsgi",
+        "ready_timeout": 60, "check_path": None,
     }
 
 
@@ -103,10 +104,15 @@ BAD = [
     ("options-newline", [(0, {"options": {"harakiri": "30\nprocesses = 7"}})], {}, ["options.harakiri holds a line break"]),
     ("options-bad-key", [(0, {"options": {"a b": 1}})], {}, ['options key "a b" is not a uWSGI option name']),
     ("environment-newline", [(0, {"environment": {"TOKEN": "abc\nprocesses = 7"}})], {}, ["environment.TOKEN holds a line break"]),
-    ("environment-nul", [(0, {"environment": {"TOKEN": "a\0b"}})], {}, ["environment.TOKEN holds a line break or NUL"]),
+    ("environment-nul", [(0, {"environment": {"TOKEN": "a\0b"}})], {}, ["environment.TOKEN holds a NUL"]),
     ("environment-key", [(0, {"environment": {"MY-VAR": "1"}})], {}, ['environment key "MY-VAR"']),
     ("environment-dict", [(0, {"environment": {"A": {"b": 1}}})], {}, ["environment.A must be a string"]),
-    ("chdir-newline", [(0, {"chdir": "/srv\nprocesses = 7"})], {}, ["chdir", "line breaks"]),
+    ("chdir-newline", [(0, {"chdir": "/srv\nprocesses = 7"})], {}, ["chdir holds a line break"]),
+    ("chdir-relative", [(0, {"chdir": "srv/app"})], {}, ["chdir 'srv/app' must be an absolute path"]),
+    ("environment-uwsgi-key", [(0, {"environment": {"UWSGI_PROCESSES": "7"}})], {}, ["reads UWSGI_* variables"]),
+    ("check-path-relative", [(0, {"check_path": "healthz"})], {}, ["check_path 'healthz' must be a path"]),
+    ("config-dir-blank", [], {"settings": {"config_dir": "/etc/uwsgi apps"}}, ["uwsgi_config_dir '/etc/uwsgi apps'"]),
+    ("log-dir-percent", [], {"settings": {"log_dir": "/var/log/%(here)s"}}, ["uwsgi_log_dir"]),
     ("pip-plugins", [], {"settings": {"install_method": "pip"}}, ["cannot be loaded by a uWSGI built by pip"]),
 ]
 
@@ -308,11 +314,29 @@ def test_sysctl_files_that_sort_before_ours_do_not_win():
 
 def test_proof_verdicts():
     listeners = h.parse_ss_listeners((FIXTURES / "bookworm" / "ss-listening.txt").read_text())
-    ok = f.uwsgi_proof(f.uwsgi_public(apps()), probe(listeners=listeners))
+    seen = probe(listeners=listeners, workers={"flaskapp": 2, "flaskapi": 2})
+    ok = f.uwsgi_proof(f.uwsgi_public(apps()), seen)
     assert [v["ok"] for v in ok] == [True, True]
-    wrong = f.uwsgi_proof(f.uwsgi_public(apps((1, {"listen": 3000}))), probe(listeners=listeners))
-    assert wrong[1]["message"] == ("app flaskapi: expected RUNNING with a listen backlog of 3000 on 127.0.0.1:8001; "
-                                   "Supervisor says flaskapi RUNNING pid 200, uptime 0:01:00, ss shows backlog 2048")
+    assert ok[1]["message"] == "app flaskapi: RUNNING, backlog 2048 on 127.0.0.1:8001, 2 workers"
+    wrong = f.uwsgi_proof(f.uwsgi_public(apps((1, {"listen": 3000}))), seen)
+    assert wrong[1]["message"] == ("app flaskapi: expected RUNNING with a listen backlog of 3000 on 127.0.0.1:8001 "
+                                   "and 2 workers; ss shows backlog 2048")
+
+
+def test_proof_catches_an_app_that_did_not_load_a_worker_count_and_a_failed_check():
+    listeners = h.parse_ss_listeners((FIXTURES / "bookworm" / "ss-listening.txt").read_text())
+    seen = probe(listeners=listeners, workers={"flaskapp": 7, "flaskapi": 2},
+                 ready={"flaskapi": {"ok": False, "why": "uWSGI gave up: no app loaded. GAME OVER"}})
+    verdicts = f.uwsgi_proof(f.uwsgi_public(apps()), seen)
+    assert "its master has 7 workers, not 2" in verdicts[0]["message"]
+    assert "its app did not load: uWSGI gave up: no app loaded. GAME OVER" in verdicts[1]["message"]
+    checked = f.uwsgi_proof(f.uwsgi_public(apps((0, {"check_path": "/healthz"}))),
+                            probe(listeners=listeners, workers={"flaskapp": 2, "flaskapi": 2},
+                                  checks={"flaskapp": {"status": 500, "error": None}}))
+    assert "GET /healthz answered 500" in checked[0]["message"] and not checked[0]["ok"]
+    scaled = f.uwsgi_proof(f.uwsgi_public(apps((0, {"options": {"cheaper": 1}}))),
+                           probe(listeners=listeners, workers={"flaskapp": 1, "flaskapi": 2}))
+    assert scaled[0]["ok"]
 
 
 def test_rollback_report_gives_each_app_its_own_line_and_cause():
