@@ -132,6 +132,8 @@ $(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.installed
 bench: venv images $(VENV)/.bench-installed  ## Bursts, HTTP load and Ansible cost on local containers; results in benchmarks/results/
 	$(call step,Benchmark on containers uwsgi-bench*: bursts; HTTP load through nginx; Ansible cost)
 	python benchmarks/bench.py
+	$(call step,Requests lost while a change is applied: stop/start against the graceful path)
+	python benchmarks/apply_bench.py
 
 bench-fleet: venv images  ## Wall time to converge 1, 5 and 10 hosts and rerun; results in benchmarks/results/fleet.md
 	$(call step,Fleet benchmark on containers uwsgi-fbench-*: 1, 5 and 10 hosts)

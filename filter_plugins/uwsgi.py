@@ -5,6 +5,7 @@ them and act on the result."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import posixpath
 import re
@@ -25,7 +26,7 @@ RESERVED_OPTIONS = {
     "processes": "processes", "workers": "processes", "threads": "threads",
     "enable-threads": "threads", "master": "(always on)", "plugin": "uwsgi_plugins",
     "plugins": "uwsgi_plugins", "strict": "(always on)", "need-app": "(always on)",
-    "vacuum": "(always on)", "die-on-term": "(always on)", "home": "virtualenv",
+    "vacuum": "(always on)", "die-on-term": "(a stop lets requests finish)", "home": "virtualenv",
     "virtualenv": "virtualenv", "venv": "virtualenv", "pyhome": "virtualenv", "chdir": "chdir",
     "module": "module", "wsgi": "module", "env": "environment", "daemonize": "(Supervisor runs the app)",
     "daemonize2": "(Supervisor runs the app)", "logto": "(Supervisor keeps the log)",
@@ -107,7 +108,8 @@ INI_PLACEHOLDERS = {"uwsgi_role_dollar": "$", "uwsgi_role_at": "@", "uwsgi_role_
 # always replaced by uWSGI, so a value holding it cannot be carried.
 ROLE_INI_KEYS = {
     "plugins", "strict", "master", "processes", "threads", "enable-threads", "socket", "http-socket", "listen",
-    "chmod-socket", "chdir", "home", "module", "vacuum", "die-on-term", "need-app", "ini", "env", "set-placeholder",
+    "chmod-socket", "chdir", "home", "module", "vacuum", "hook-master-start", "need-app", "ini", "env",
+    "set-placeholder",
 } | set(INI_PLACEHOLDERS)
 _PLACEHOLDER_REF = re.compile(r"%\(([^)]*)\)")
 
@@ -211,7 +213,7 @@ def uwsgi_input_errors(apps, settings, sysctls):
             if key in RESERVED_OPTIONS:
                 instead = RESERVED_OPTIONS[key]
                 fix = ("use the app's %s instead" % instead) if not instead.startswith("(") else (
-                    "the role sets it %s" % instead[1:-1].replace("always on", "always"))
+                    "the role handles it %s" % instead)
                 errors.append("%s: options.%s is set by the role and cannot be overridden through options; %s."
                               % (where, original, fix))
                 continue
@@ -573,9 +575,115 @@ def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir):
     return lines
 
 
+def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
+    """How each present app takes what it is asked, the gentlest way that can:
+
+    - load: its program file is new or changed (command, binary, user,
+      group): `supervisorctl update` starts it, or stops and starts it;
+    - start: it is stopped (by hand, or Supervisor gave up on it);
+    - restart: its binary or socket path changed, or it is crash-looping, or
+      uwsgi_apply_strategy is restart: a stop (requests finish) and a start;
+    - listen: the backlog in effect differs from its listen: a new backlog on
+      the open socket, as the app's user (restart where that cannot be done);
+    - reload: its ini or environment changed in this run, or changed earlier
+      and was never applied (an interrupted run), or its worker count differs:
+      uWSGI's graceful reload, which keeps the socket and every queued request.
+
+    changed: the apps whose files changed in this run (programs, inis, envs,
+    binaries); probe: the host before this run."""
+    programs = probe.get("supervisor", {}).get("programs", {})
+    backlogs = host.backlogs_by_socket(probe.get("listeners", []))
+    managed = probe.get("managed", {})
+    plan = {"load": [], "start": [], "restart": [], "listen": [], "reload": [], "why": []}
+    for app in apps:
+        if app["state"] != "present":
+            continue
+        name = app["name"]
+        state = programs.get(name, {}).get("state")
+        record = managed.get(name, {})
+        if name in changed.get("programs", []):
+            plan["load"].append(name)
+            plan["why"].append("%s: %s (its Supervisor program is %s)" % (
+                name, "start" if state is None else "stop and start", "new" if state is None else "changed"))
+            continue
+        if state in ("STOPPED", "EXITED", "FATAL") or state is None:
+            plan["start"].append(name)
+            plan["why"].append("%s: start (it was %s)" % (name, state or "not loaded"))
+            continue
+        files_changed = name in changed.get("inis", []) or name in changed.get("envs", [])
+        # The config the master last took: the role's record of its last proven
+        # run, else when the master last (re)started.
+        took = (probe.get("applied") or {}).get(name, record.get("started"))
+        pending = bool(record.get("config_mtime") and took is not None and int(record["config_mtime"]) > int(took))
+        workers = (probe.get("workers") or {}).get(name)
+        scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
+        wrong_workers = state == "RUNNING" and not scaled and workers is not None and workers != app["processes"]
+        backlog = backlogs.get(host.socket_key(app["socket"]))
+        moved = record.get("sockets") and [host.socket_key(x) for x in record["sockets"]] != [
+            host.socket_key(app["socket"])]
+        reasons = []
+        if files_changed:
+            reasons.append("its ini or environment changed")
+        elif pending:
+            reasons.append("its files changed after its master last read them")
+        if wrong_workers:
+            reasons.append("it runs %d workers, not %d" % (workers, app["processes"]))
+        if backlog != app["listen"]:
+            reasons.append("its backlog in effect is %s, not %d" % (backlog, app["listen"]))
+        hard = []
+        if name in changed.get("binaries", []):
+            hard.append("its uwsgi binary changed")
+        if moved:
+            hard.append("its socket moved")
+        if state in ("STARTING", "BACKOFF"):
+            hard.append("it is %s" % state)
+        if backlog is None and state == "RUNNING" and not hard:
+            hard.append("no socket of its is listening")
+        if hard or (reasons and strategy == "restart"):
+            plan["restart"].append(name)
+            plan["why"].append("%s: stop and start (%s)" % (name, "; ".join(hard + reasons)))
+            continue
+        if backlog is not None and backlog != app["listen"]:
+            plan["listen"].append({"name": name, "socket": app["socket"], "backlog": app["listen"],
+                                   "pid": programs.get(name, {}).get("pid"), "uid": app["uid"], "gid": app["gid"],
+                                   "was": backlog})
+        if files_changed or pending or wrong_workers or (backlog is not None and backlog != app["listen"]):
+            plan["reload"].append(name)
+            plan["why"].append("%s: %sgraceful reload (%s)" % (
+                name, "listen %s -> %d on the open socket, then " % (backlog, app["listen"])
+                if backlog != app["listen"] else "", "; ".join(reasons)))
+    return plan
+
+
+def uwsgi_listen_fallbacks(plan, results):
+    """Apps whose live listen change failed: they are restarted instead, with
+    a line each that says why and what clients will see."""
+    failed, lines = [], []
+    for item, result in zip(plan["listen"], results):
+        try:
+            outcome = json.loads(result.get("stdout") or "{}")
+        except ValueError:
+            outcome = {}
+        if result.get("rc") == 0 and outcome.get("ok"):
+            continue
+        failed.append(item["name"])
+        lines.append("%s: listen %s -> %d could not be applied to the open socket (%s: %s); restarting it instead, "
+                     "which refuses new connections for about a second and drops those waiting in its backlog"
+                     % (item["name"], item["was"], item["backlog"], outcome.get("reason", "error"),
+                        outcome.get("detail") or (result.get("stderr") or result.get("msg") or "").strip()[:200]))
+    return {"restart": failed, "warnings": lines}
+
+
 def uwsgi_check_request(app):
     """The probe's request for an app's check_path."""
     return {"name": app["name"], "socket": app["socket"], "protocol": app["protocol"], "path": app["check_path"]}
+
+
+def uwsgi_applied_record(verdicts, probe):
+    """What each app that passed the proof has taken: its config's mtime."""
+    managed = probe.get("managed", {})
+    return {v["name"]: int(managed[v["name"]]["config_mtime"]) for v in verdicts
+            if v["ok"] and managed.get(v["name"], {}).get("config_mtime")}
 
 
 class FilterModule:
@@ -592,4 +700,7 @@ class FilterModule:
             "uwsgi_socket_key": host.socket_key,
             "uwsgi_ini_escape": uwsgi_ini_escape,
             "uwsgi_check_request": uwsgi_check_request,
+            "uwsgi_apply_plan": uwsgi_apply_plan,
+            "uwsgi_applied_record": uwsgi_applied_record,
+            "uwsgi_listen_fallbacks": uwsgi_listen_fallbacks,
         }

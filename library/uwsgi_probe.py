@@ -27,6 +27,7 @@ options:
   log_names: {type: list, elements: str, default: [], description: Apps whose log to return from its offset on.}
   log_offsets: {type: dict, default: {}, description: App name to a log size (missing names start at 0).}
   wait_for: {type: list, elements: str, default: [], description: Programs to wait for.}
+  applied_file: {type: path, description: The role's record of the config each app last took (JSON).}
   wait_timeout: {type: int, default: 30, description: Seconds to wait for them at most.}
   ready:
     type: list
@@ -141,7 +142,44 @@ def supervisor_status(module, supervisorctl):
     return {"running": rc in (0, 3), "programs": parse_supervisor_status(out), "error": "" if rc in (0, 3) else (out + err).strip()}
 
 
-def managed_apps(conf_dir, config_dir):
+BANNER = re.compile(r"\*\*\* Starting uWSGI .* on \[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\] \*\*\*")
+
+
+def last_start(log_dir, name, pid):
+    """When the app's master last (re)read its config: the last banner in its
+    log (uWSGI prints it at every start and graceful reload, after reading its
+    ini), else the process's start time."""
+    try:
+        with open(os.path.join(log_dir, "%s.log" % name), "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 262144))
+            tail = handle.read().decode("utf-8", "replace")
+        found = BANNER.findall(tail)
+        if found:
+            return time.mktime(time.strptime(" ".join(found[-1].split()), "%a %b %d %H:%M:%S %Y"))
+    except (OSError, ValueError):
+        pass
+    if pid:
+        try:
+            ticks = int(read("/proc/%d/stat" % pid, "").rpartition(")")[2].split()[19])
+            boot = next(float(line.split()[1]) for line in read("/proc/stat", "").splitlines()
+                        if line.startswith("btime "))
+            return boot + ticks / os.sysconf("SC_CLK_TCK")
+        except (ValueError, IndexError, StopIteration):
+            pass
+    return None
+
+
+def mtime(*paths):
+    times = []
+    for path in paths:
+        try:
+            times.append(os.stat(path).st_mtime)
+        except OSError:
+            pass
+    return max(times) if times else None
+
+
+def managed_apps(conf_dir, config_dir, log_dir, programs):
     apps = {}
     for path in sorted(glob.glob(os.path.join(conf_dir, "*.conf"))):
         program = parse_program_file(read(path, ""))
@@ -153,10 +191,23 @@ def managed_apps(conf_dir, config_dir):
             ini_group = name_of("group", os.stat(ini).st_gid)
         except OSError:
             ini_group = None
+        name = program["name"]
         program.update({"program_file": path, "ini_exists": ini_text is not None, "ini_group": ini_group,
-                        "sockets": parse_ini_sockets(ini_text or "")})
+                        "sockets": parse_ini_sockets(ini_text or ""),
+                        "config_mtime": mtime(ini, os.path.join(config_dir, name + ".env.ini")),
+                        "started": last_start(log_dir, name, programs.get(name, {}).get("pid"))
+                        if programs.get(name, {}).get("state") == "RUNNING" else None})
         apps[program["name"]] = program
     return apps
+
+
+def applied_record(path):
+    import json  # pylint: disable=import-outside-toplevel
+    try:
+        record = json.loads(read(path, "") or "{}") if path else {}
+    except ValueError:
+        record = {}
+    return record if isinstance(record, dict) else {}
 
 
 def backups(dirs):
@@ -290,6 +341,7 @@ def main():
             "log_names": {"type": "list", "elements": "str", "default": []},
             "log_offsets": {"type": "dict", "default": {}},
             "wait_for": {"type": "list", "elements": "str", "default": []},
+            "applied_file": {"type": "path"},
             "wait_timeout": {"type": "int", "default": 30},
             "ready": {"type": "list", "elements": "dict", "default": []},
             "checks": {"type": "list", "elements": "dict", "default": []},
@@ -371,7 +423,7 @@ def main():
             workers[name] = len(children.get(state["pid"], []))
     checks = {c["name"]: check_request(c) for c in p["checks"]}
 
-    managed = managed_apps(p["supervisor_conf_dir"], p["config_dir"])
+    managed = managed_apps(p["supervisor_conf_dir"], p["config_dir"], p["log_dir"], supervisor["programs"])
     result = {
         "proc_sys_writable": os.access("/proc/sys/net/core/somaxconn", os.W_OK),
         "sysctl_live": sysctl_live,
@@ -389,6 +441,7 @@ def main():
         "tmpfiles_dirs": parse_tmpfiles_dirs(read(p["tmpfiles_file"], "")),
         "config_dir_files": sorted(os.listdir(p["config_dir"])) if os.path.isdir(p["config_dir"]) else None,
         "backups": backups([p["config_dir"], p["supervisor_conf_dir"]]),
+        "applied": applied_record(p["applied_file"]),
         "log_sizes": log_sizes,
         "logs": logs,
         "packages": packages,

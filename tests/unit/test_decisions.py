@@ -95,7 +95,7 @@ BAD = [
     ("options-gid", [(0, {"options": {"gid": "root"}})], {}, ["gid instead"]),
     ("options-processes", [(1, {"options": {"workers": 7}})], {}, ["options.workers", "processes instead"]),
     ("options-listen", [(1, {"options": {"listen": 100}})], {}, ["options.listen", "listen instead"]),
-    ("options-master", [(1, {"options": {"master": False}})], {}, ["options.master", "the role sets it always"]),
+    ("options-master", [(1, {"options": {"master": False}})], {}, ["options.master", "the role handles it (always on)"]),
     ("options-env", [(0, {"options": {"env": "TOKEN=x"}})], {}, ["options.env", "environment instead"]),
     ("options-socket", [(0, {"options": {"http-socket": ":80"}})], {}, ["options.http-socket", "protocol: http"]),
     ("options-dict-value", [(0, {"options": {"harakiri": {"seconds": 30}}})], {}, ["has a dict value"]),

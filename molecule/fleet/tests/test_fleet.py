@@ -61,13 +61,11 @@ class Stream:
         assert self.result["stopped_by"] == "stop-file", self.result
 
 
-def rollout(*extra):
+def rollout(*extra, hooks=True):
     started = time.monotonic()
-    run = hc.run_playbook(
-        ROLLING, "--limit", "uwsgi_fleet",
-        "-e", f"uwsgi_rollout_pre_tasks={HOOKS / 'lb-drain.yml'}",
-        "-e", f"uwsgi_rollout_post_tasks={HOOKS / 'lb-restore.yml'}",
-        *extra)
+    drain = ["-e", f"uwsgi_rollout_pre_tasks={HOOKS / 'lb-drain.yml'}",
+             "-e", f"uwsgi_rollout_post_tasks={HOOKS / 'lb-restore.yml'}"] if hooks else []
+    run = hc.run_playbook(ROLLING, "--limit", "uwsgi_fleet", *drain, *extra)
     seconds = time.monotonic() - started
     print(f"rollout {' '.join(extra)}: rc {run.returncode}, {seconds:.1f} s")
     return run, seconds
@@ -81,19 +79,34 @@ def test_baseline_serves_through_the_load_balancer():
     assert len(bodies) >= 2, bodies  # round robin reaches several hosts
 
 
-def test_rolling_listen_change_fails_no_request():
+def test_rolling_restarts_behind_drain_hooks_fail_no_request():
+    """uwsgi_apply_strategy restart stops and starts every app: the hooks drain each host first."""
     before = pids()
     with Stream() as stream:
-        run, seconds = rollout("-e", "uwsgi_listen=2048", "-e", "uwsgi_rollout_serial=1")
+        run, seconds = rollout("-e", "uwsgi_listen=1536", "-e", "uwsgi_rollout_serial=1",
+                               "-e", "uwsgi_apply_strategy=restart")
     assert run.returncode == 0, hc.said(run)[-3000:]
     assert stream.result["failed"] == 0 and stream.result["ok"] > 100, stream.result
-    assert set(backlogs().values()) == {2048}
+    assert set(backlogs().values()) == {1536}
     after = pids()
     assert all(after[h] != before[h] for h in FLEET), (before, after)  # a real restart everywhere
     # Five batches of one host each, in inventory order.
     batches = [line for line in run.stdout.splitlines() if line.startswith("PLAY [")]
     assert len(batches) == 5, batches
-    print(f"rollout of 5 hosts, serial 1: {seconds:.1f} s, {stream.result['requests']} requests, 0 failed")
+    print(f"rollout of 5 hosts with hooks, serial 1: {seconds:.1f} s, {stream.result['requests']} requests, 0 failed")
+
+
+def test_rolling_listen_change_without_hooks_fails_no_request():
+    """The default, graceful path needs no drain: a new backlog on the open socket and a graceful reload."""
+    before = pids()
+    with Stream() as stream:
+        run, seconds = rollout("-e", "uwsgi_listen=2048", "-e", "uwsgi_rollout_serial=2", hooks=False)
+    assert run.returncode == 0, hc.said(run)[-3000:]
+    assert stream.result["failed"] == 0 and stream.result["ok"] > 100, stream.result
+    assert set(backlogs().values()) == {2048}
+    assert pids() == before  # no app was stopped
+    print(f"rollout of 5 hosts without hooks, serial 2: {seconds:.1f} s, {stream.result['requests']} requests, "
+          "0 failed")
 
 
 def test_fault_stops_the_rollout_and_the_others_keep_serving():

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Requests lost while a change is applied: stop/start against the graceful path.
+
+On one local container host (the benchmark's classic setup, then the README's
+playbook), wrk runs through nginx for the whole run of `ansible-playbook` for
+each kind of change, once with uwsgi_apply_strategy=restart (every change a
+stop and start) and once with the default, graceful. Prints the table and
+writes benchmarks/results/apply.md and apply.json. Bounded: wrk -d per run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import lib
+
+HOST = "uwsgi-bench-apply"
+INVENTORY = "benchmarks/inventory/apply.yml"
+CONNECTIONS = 20
+SECONDS = 30  # wrk's bound: longer than one ansible-playbook run
+BASE = [{"name": "flaskapp", "module": "app:app", "chdir": "/srv/flaskapp", "socket": lib.SOCKET, "listen": 4096,
+         "processes": 2, "environment": {"APP_NAME": "flaskapp"}}]
+CHANGES = [
+    ("listen", {"listen": 3000}),
+    ("processes", {"processes": 3}),
+    ("environment", {"environment": {"APP_NAME": "flaskapp", "RELEASE": "v2"}}),
+    ("option", {"options": {"procname-prefix-spaced": "web"}}),
+]
+
+
+def apply(strategy: str, apps: list[dict]) -> subprocess.CompletedProcess:
+    extra = json.dumps({"uwsgi_apps": apps, "uwsgi_apply_strategy": strategy})
+    return lib.ansible_playbook(INVENTORY, "playbooks/site.yml", "-e", extra, capture=True)
+
+
+def measure(strategy: str, tag: str, apps: list[dict]) -> dict:
+    lib.sh(HOST, f": > {lib.NGINX_ERROR_LOG}")
+    wrk = subprocess.Popen(["docker", "exec", HOST, "wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s",
+                            "--timeout", "10s", f"{lib.NGINX_URL}/"], stdout=subprocess.PIPE, text=True)
+    time.sleep(3)
+    started = time.monotonic()
+    apply(strategy, apps)
+    played = time.monotonic() - started
+    out, _ = wrk.communicate(timeout=SECONDS + 60)
+    result = lib.parse_wrk(out)
+    errors = lib.sh(HOST, f"grep -c '\\[error\\]' {lib.NGINX_ERROR_LOG}", check=False).stdout.strip()
+    row = {"strategy": strategy, "change": tag, "requests": result["requests"], "non_2xx": result["non_2xx"],
+           "socket_errors": sum(result["socket_errors"].values()), "nginx_errors": int(errors or 0),
+           "playbook_seconds": round(played, 1)}
+    lib.say(f"  {strategy:8s} {tag:12s} {row['requests']:6d} requests, {row['non_2xx']} non-2xx, "
+            f"{row['socket_errors']} socket errors, {row['nginx_errors']} nginx errors")
+    return row
+
+
+def main() -> int:
+    inventory = lib.PROJECT / INVENTORY
+    inventory.write_text("all:\n  vars:\n    ansible_connection: community.docker.docker\n"
+                         "    ansible_python_interpreter: /usr/bin/python3\n  hosts:\n    %s:\n" % HOST)
+    print(lib.bold(f"\n-- host {HOST}: the classic setup, then the README's playbook"))
+    lib.create_host(HOST)
+    lib.ansible_playbook(INVENTORY, "benchmarks/demo-setup.yml", "--limit", HOST, capture=True)
+    rows = []
+    for strategy in ("restart", "graceful"):
+        apply(strategy, BASE)
+        lib.sh(HOST, "systemctl restart nginx")
+        for tag, change in CHANGES:
+            rows.append(measure(strategy, tag, [dict(BASE[0], **change)]))
+            apply(strategy, BASE)
+    if os.environ.get("BENCH_KEEP", "0") != "1":
+        lib.remove_container(HOST)
+    inventory.unlink()
+    table = lib.table(["change", "strategy", "requests", "non-2xx", "socket errors", "nginx errors", "run (s)"],
+                      [[r["change"], r["strategy"], r["requests"], r["non_2xx"], r["socket_errors"],
+                        r["nginx_errors"], r["playbook_seconds"]] for r in sorted(rows, key=lambda r: r["change"])])
+    load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
+    text = (f"# Requests lost while a change is applied\n\n`make bench` (benchmarks/apply_bench.py): wrk -c{CONNECTIONS} "
+            f"through nginx to one app's unix socket for the whole `ansible-playbook` run of each change, on one "
+            f"container host; `restart` is `uwsgi_apply_strategy: restart` (every change a stop and start), "
+            f"`graceful` the default. Load average at the end: {' '.join(load)}.\n\n{table}\n")
+    lib.BENCH.joinpath("results").mkdir(exist_ok=True)
+    (lib.BENCH / "results" / "apply.md").write_text(text)
+    (lib.BENCH / "results" / "apply.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

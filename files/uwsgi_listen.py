@@ -1,0 +1,118 @@
+#!/usr/bin/python3
+"""Give the listening socket of a running uWSGI master a new backlog, in place.
+
+    uwsgi_listen.py --pid MASTER_PID --socket SOCKET --backlog N [--check]
+
+SOCKET is an absolute unix socket path or [host]:port. Linux accepts listen()
+on a socket that is already listening and then only changes its backlog; this
+takes a copy of the master's socket with pidfd_open(2) + pidfd_getfd(2) (Linux
+5.6 and later) and calls listen(N) on it. Run as the master's own user and
+group: without CAP_SYS_PTRACE the kernel allows pidfd_getfd only then, and only
+for a dumpable process. The socket stays the same object, so uWSGI's graceful
+reloads (which inherit it) keep the new backlog.
+
+Prints one JSON line: {"ok": true, "fd": ..., "backlog": N} and exits 0, or
+{"ok": false, "reason": REASON, "detail": ...} and exits 3, where REASON is
+no_pidfd_getfd, permission, not_found, not_running or error.
+Part of the backlogops.uwsgi Ansible role.
+"""
+
+import argparse
+import ctypes
+import errno
+import json
+import os
+import socket
+import sys
+
+SYS_PIDFD_OPEN = 434
+SYS_PIDFD_GETFD = 438  # the same number on every architecture Linux shares syscall tables for
+
+
+def result(ok, **fields):
+    print(json.dumps(dict(ok=ok, **fields)))
+    return 0 if ok else 3
+
+
+def fail(reason, detail):
+    return result(False, reason=reason, detail=detail)
+
+
+def pidfd_getfd(libc, pidfd, fd):
+    ctypes.set_errno(0)
+    dup = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+    if dup < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return dup
+
+
+def matches(sock, wanted):
+    """Whether a socket we hold a copy of is the LISTEN socket named `wanted`."""
+    try:
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return False
+        name = sock.getsockname()
+    except OSError:
+        return False
+    if wanted.startswith("/"):
+        return sock.family == socket.AF_UNIX and name in (wanted, wanted.encode())
+    host, _, port = wanted.rpartition(":")
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or name[1] != int(port):
+        return False
+    return host in ("", "*", "0.0.0.0", "[::]") or name[0] == host.strip("[]")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pid", type=int, required=True)
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--backlog", type=int, required=True)
+    parser.add_argument("--check", action="store_true", help="find the socket only")
+    args = parser.parse_args()
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        pidfd = os.pidfd_open(args.pid) if hasattr(os, "pidfd_open") else libc.syscall(SYS_PIDFD_OPEN, args.pid, 0)
+        if pidfd < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_open")
+    except OSError as exc:
+        if exc.errno == errno.ESRCH:
+            return fail("not_running", "no process %d" % args.pid)
+        if exc.errno == errno.ENOSYS:
+            return fail("no_pidfd_getfd", "this kernel has no pidfd_open (Linux 5.3+)")
+        return fail("error", "pidfd_open(%d): %s" % (args.pid, exc))
+    try:
+        fds = sorted(int(fd) for fd in os.listdir("/proc/%d/fd" % args.pid))
+    except OSError as exc:
+        return fail("permission" if exc.errno in (errno.EACCES, errno.EPERM) else "error",
+                    "cannot list /proc/%d/fd: %s" % (args.pid, exc))
+    for fd in fds:
+        try:
+            target = os.readlink("/proc/%d/fd/%d" % (args.pid, fd))
+        except OSError:
+            continue
+        if not target.startswith("socket:"):
+            continue
+        try:
+            dup = pidfd_getfd(libc, pidfd, fd)
+        except OSError as exc:
+            if exc.errno == errno.ENOSYS:
+                return fail("no_pidfd_getfd", "this kernel has no pidfd_getfd (Linux 5.6+)")
+            if exc.errno in (errno.EPERM, errno.EACCES):
+                return fail("permission", "pidfd_getfd on pid %d: %s (another user, or not dumpable)"
+                            % (args.pid, exc.strerror))
+            continue
+        sock = socket.socket(fileno=dup)
+        try:
+            if not matches(sock, args.socket):
+                continue
+            if not args.check:
+                sock.listen(args.backlog)
+            return result(True, fd=fd, backlog=args.backlog, checked_only=args.check)
+        finally:
+            sock.close()  # our copy only: the master's socket stays open and listening
+    return fail("not_found", "pid %d holds no listening socket %s" % (args.pid, args.socket))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
