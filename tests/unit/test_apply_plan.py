@@ -1,0 +1,103 @@
+"""How each app takes its change: the gentlest action that applies it."""
+
+import json
+
+import pytest
+
+from conftest import FIXTURES, filters as f, uwsgi_host as h
+from test_decisions import apps, probe
+
+LISTENERS = h.parse_ss_listeners((FIXTURES / "bookworm" / "ss-listening.txt").read_text())
+NOTHING = {"programs": [], "inis": [], "envs": [], "binaries": []}
+
+
+def plan(apps_, changed=None, strategy="graceful", **probe_changes):
+    seen = probe(**dict({"listeners": LISTENERS, "workers": {"flaskapp": 2, "flaskapi": 2}}, **probe_changes))
+    for name, record in seen["managed"].items():
+        record.setdefault("config_mtime", 1000.0)
+        record.setdefault("started", 2000.0)
+    return f.uwsgi_apply_plan(f.uwsgi_public(apps_), dict(NOTHING, **(changed or {})), seen, strategy)
+
+
+def actions(result):
+    return {key: result[key] for key in ("load", "start", "restart", "reload") if result[key]} | (
+        {"listen": [(i["name"], i["was"], i["backlog"]) for i in result["listen"]]} if result["listen"] else {})
+
+
+def test_a_converged_host_needs_nothing():
+    result = plan(apps())
+    assert actions(result) == {} and result["why"] == []
+
+
+@pytest.mark.parametrize("changed, expected", [
+    ({"inis": ["flaskapi"]}, {"reload": ["flaskapi"]}),
+    ({"envs": ["flaskapp"]}, {"reload": ["flaskapp"]}),
+    ({"programs": ["flaskapp"]}, {"load": ["flaskapp"]}),
+    ({"binaries": ["flaskapi"], "inis": ["flaskapi"]}, {"restart": ["flaskapi"]}),
+])
+def test_what_changed_decides_the_action(changed, expected):
+    assert actions(plan(apps(), changed)) == expected
+
+
+def test_a_new_listen_goes_onto_the_open_socket_then_a_reload():
+    result = plan(apps((1, {"listen": 3000})), {"inis": ["flaskapi"]})
+    assert actions(result) == {"reload": ["flaskapi"], "listen": [("flaskapi", 2048, 3000)]}
+    item = result["listen"][0]
+    assert (item["pid"], item["socket"], item["uid"], item["gid"]) == (200, "127.0.0.1:8001", "www-data", "www-data")
+    assert "flaskapi: listen 2048 -> 3000 on the open socket, then graceful reload" in result["why"][0]
+
+
+def test_an_interrupted_run_is_converged_without_a_file_change():
+    # The ini is newer than what the master took, and the backlog differs: nothing changed in this run.
+    managed = probe()["managed"]
+    managed["flaskapi"] = dict(managed["flaskapi"], config_mtime=3000.0, started=2000.0)
+    result = plan(apps((1, {"listen": 3000})), managed=managed)
+    assert actions(result) == {"reload": ["flaskapi"], "listen": [("flaskapi", 2048, 3000)]}
+    assert "its files changed after its master last read them" in result["why"][0]
+
+
+def test_the_role_s_record_wins_over_the_master_s_start_time():
+    managed = probe()["managed"]
+    managed["flaskapp"] = dict(managed["flaskapp"], config_mtime=3000.0, started=1000.0)
+    assert actions(plan(apps(), managed=managed, applied={"flaskapp": 3000})) == {}
+    assert actions(plan(apps(), managed=managed, applied={"flaskapp": 2999})) == {"reload": ["flaskapp"]}
+
+
+def test_a_wrong_worker_count_is_reloaded_unless_cheaper_scales_it():
+    seen = {"workers": {"flaskapp": 5, "flaskapi": 2}}
+    assert actions(plan(apps(), **seen)) == {"reload": ["flaskapp"]}
+    assert actions(plan(apps((0, {"options": {"cheaper": 1}})), **seen)) == {}
+
+
+def test_stopped_apps_start_and_crash_looping_ones_restart():
+    programs = dict(probe()["supervisor"]["programs"])
+    programs["flaskapp"] = {"state": "FATAL", "pid": None, "line": "flaskapp FATAL"}
+    programs["flaskapi"] = {"state": "BACKOFF", "pid": None, "line": "flaskapi BACKOFF"}
+    result = plan(apps(), supervisor={"running": True, "programs": programs})
+    assert actions(result) == {"start": ["flaskapp"], "restart": ["flaskapi"]}
+
+
+def test_a_moved_socket_restarts():
+    result = plan(apps((1, {"socket": "127.0.0.1:8002"})), {"inis": ["flaskapi"]})
+    assert result["restart"] == ["flaskapi"] and "its socket moved" in result["why"][0]
+
+
+def test_strategy_restart_stops_and_starts_every_change():
+    result = plan(apps((1, {"listen": 3000})), {"inis": ["flaskapi"]}, strategy="restart")
+    assert actions(result) == {"restart": ["flaskapi"]}
+
+
+def test_a_refused_live_listen_falls_back_to_a_restart_naming_the_reason():
+    result = plan(apps((0, {"listen": 3000}), (1, {"listen": 3000})), {"inis": ["flaskapp", "flaskapi"]})
+    refused = {"rc": 3, "stdout": json.dumps({"ok": False, "reason": "permission", "detail": "not dumpable"})}
+    done = {"rc": 0, "stdout": json.dumps({"ok": True, "fd": 3, "backlog": 3000})}
+    fallback = f.uwsgi_listen_fallbacks(result, [refused, done])
+    assert fallback["restart"] == ["flaskapp"]
+    assert fallback["warnings"][0].startswith("flaskapp: listen 4096 -> 3000 could not be applied to the open socket "
+                                              "(permission: not dumpable); restarting it instead")
+
+
+def test_the_applied_record_keeps_apps_that_passed():
+    verdicts = [{"name": "flaskapp", "ok": True}, {"name": "flaskapi", "ok": False}]
+    assert f.uwsgi_applied_record(verdicts, {"managed": {"flaskapp": {"config_mtime": 1234.9},
+                                                         "flaskapi": {"config_mtime": 99.0}}}) == {"flaskapp": 1234}
