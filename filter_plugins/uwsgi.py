@@ -679,11 +679,14 @@ def uwsgi_check_request(app):
     return {"name": app["name"], "socket": app["socket"], "protocol": app["protocol"], "path": app["check_path"]}
 
 
-def uwsgi_applied_record(verdicts, probe):
-    """What each app that passed the proof has taken: its config's mtime."""
+def uwsgi_applied_record(verdicts, probe, previous=None):
+    """What each app that passed the proof has taken: its config's mtime. Apps
+    the run did not judge (unlisted ones it keeps) keep their earlier entry."""
     managed = probe.get("managed", {})
-    return {v["name"]: int(managed[v["name"]]["config_mtime"]) for v in verdicts
-            if v["ok"] and managed.get(v["name"], {}).get("config_mtime")}
+    record = {name: when for name, when in (previous or {}).items() if name in managed}
+    record.update({v["name"]: int(managed[v["name"]]["config_mtime"]) for v in verdicts
+                   if v["ok"] and managed.get(v["name"], {}).get("config_mtime")})
+    return dict(sorted(record.items()))
 
 
 class FilterModule:

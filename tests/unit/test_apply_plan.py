@@ -101,3 +101,9 @@ def test_the_applied_record_keeps_apps_that_passed():
     verdicts = [{"name": "flaskapp", "ok": True}, {"name": "flaskapi", "ok": False}]
     assert f.uwsgi_applied_record(verdicts, {"managed": {"flaskapp": {"config_mtime": 1234.9},
                                                          "flaskapi": {"config_mtime": 99.0}}}) == {"flaskapp": 1234}
+
+
+def test_the_applied_record_keeps_apps_the_run_did_not_judge():
+    probe_ = {"managed": {"kept": {"config_mtime": 5.0}, "flaskapp": {"config_mtime": 7.0}}}
+    record = f.uwsgi_applied_record([{"name": "flaskapp", "ok": True}], probe_, {"kept": 5, "gone": 3})
+    assert record == {"flaskapp": 7, "kept": 5}

@@ -86,21 +86,6 @@ def test_plain_rename_names_the_old_program_and_removes_it_on_request(host, tmp_
         restore(host, tmp_path, "ledger2")
 
 
-def test_unlisted_app_is_named_kept_and_survives_a_reboot(host, tmp_path):
-    pid = hc.supervisor_state(host, UNIX_APP["name"])[1]
-    run = ok(run_with(tmp_path, "unlisted", {"uwsgi_apps": [BASE_APPS[1]]}))
-    said = hc.said(run)
-    assert f"not listed in uwsgi_apps and keep running as they are: {UNIX_APP['name']}" in said, said[-3000:]
-    assert hc.supervisor_state(host, UNIX_APP["name"]) == ("RUNNING", pid)
-    # Its socket directory stays in the role's tmpfiles.d file: it comes back at boot.
-    assert f"d {SOCKET_DIR} 0775 root www-data" in host.file(TMPFILES).content_string
-    hc.restart_container(host.backend.get_hostname())
-    hc.wait_until_serving(host, APPS)
-    for app in APPS:
-        hc.check_request(host, app, f"hello from {app['name']}")
-    restore(host, tmp_path)
-
-
 def test_socket_in_an_existing_directory_keeps_its_owner_and_mode(host, tmp_path):
     shared = "/srv/sockets"
     host.run_test(f"install -d -o root -g www-data -m 2770 {shared}")
