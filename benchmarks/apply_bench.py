@@ -24,11 +24,13 @@ CONNECTIONS = 20
 SECONDS = 30  # wrk's bound: longer than one ansible-playbook run
 BASE = [{"name": "flaskapp", "module": "app:app", "chdir": "/srv/flaskapp", "socket": lib.SOCKET, "listen": 4096,
          "processes": 2, "environment": {"APP_NAME": "flaskapp"}}]
+# Each change on top of the previous one, as a deployment goes.
 CHANGES = [
     ("listen", {"listen": 3000}),
-    ("processes", {"processes": 3}),
-    ("environment", {"environment": {"APP_NAME": "flaskapp", "RELEASE": "v2"}}),
-    ("option", {"options": {"procname-prefix-spaced": "web"}}),
+    ("processes", {"listen": 3000, "processes": 3}),
+    ("environment", {"listen": 3000, "processes": 3, "environment": {"APP_NAME": "flaskapp", "RELEASE": "v2"}}),
+    ("option", {"listen": 3000, "processes": 3, "environment": {"APP_NAME": "flaskapp", "RELEASE": "v2"},
+                "options": {"procname-prefix-spaced": "web"}}),
 ]
 
 
@@ -69,7 +71,6 @@ def main() -> int:
         lib.sh(HOST, "systemctl restart nginx")
         for tag, change in CHANGES:
             rows.append(measure(strategy, tag, [dict(BASE[0], **change)]))
-            apply(strategy, BASE)
     if os.environ.get("BENCH_KEEP", "0") != "1":
         lib.remove_container(HOST)
     inventory.unlink()
