@@ -59,9 +59,6 @@ def measure(strategy: str, tag: str, apps: list[dict]) -> dict:
 
 
 def main() -> int:
-    inventory = lib.PROJECT / INVENTORY
-    inventory.write_text("all:\n  vars:\n    ansible_connection: community.docker.docker\n"
-                         "    ansible_python_interpreter: /usr/bin/python3\n  hosts:\n    %s:\n" % HOST)
     print(lib.bold(f"\n-- host {HOST}: the classic setup, then the README's playbook"))
     lib.create_host(HOST)
     lib.ansible_playbook(INVENTORY, "benchmarks/demo-setup.yml", "--limit", HOST, capture=True)
@@ -73,7 +70,6 @@ def main() -> int:
             rows.append(measure(strategy, tag, [dict(BASE[0], **change)]))
     if os.environ.get("BENCH_KEEP", "0") != "1":
         lib.remove_container(HOST)
-    inventory.unlink()
     table = lib.table(["change", "strategy", "requests", "non-2xx", "socket errors", "nginx errors", "run (s)"],
                       [[r["change"], r["strategy"], r["requests"], r["non_2xx"], r["socket_errors"],
                         r["nginx_errors"], r["playbook_seconds"]] for r in sorted(rows, key=lambda r: r["change"])])

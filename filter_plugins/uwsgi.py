@@ -674,6 +674,12 @@ def uwsgi_listen_fallbacks(plan, results):
     return {"restart": failed, "warnings": lines}
 
 
+def uwsgi_ready_item(app):
+    """What the probe needs to tell that an app started in this run has loaded."""
+    lazy = any(str(k).replace("_", "-") in ("lazy-apps", "lazy") for k in app.get("options") or {})
+    return {"name": app["name"], "timeout": app["ready_timeout"], "processes": app["processes"], "lazy": lazy}
+
+
 def uwsgi_check_request(app):
     """The probe's request for an app's check_path."""
     return {"name": app["name"], "socket": app["socket"], "protocol": app["protocol"], "path": app["check_path"]}
@@ -703,6 +709,7 @@ class FilterModule:
             "uwsgi_socket_key": host.socket_key,
             "uwsgi_ini_escape": uwsgi_ini_escape,
             "uwsgi_check_request": uwsgi_check_request,
+            "uwsgi_ready_item": uwsgi_ready_item,
             "uwsgi_apply_plan": uwsgi_apply_plan,
             "uwsgi_applied_record": uwsgi_applied_record,
             "uwsgi_listen_fallbacks": uwsgi_listen_fallbacks,

@@ -36,6 +36,7 @@ options:
     description:
       - Apps started in this run (name, timeout in seconds), with O(log_offsets). Waits until each app's log
         since its offset says its app is loaded, or it gave up (exit, game over, a new master), or the timeout.
+  since: {type: float, description: Epoch seconds when this run began (workers forked later are new).}
   checks:
     type: list
     elements: dict
@@ -236,6 +237,7 @@ def log_since(log_dir, name, offset):
 def wait_ready(module, p, supervisor):
     """Wait for each app started in this run to load its app, or to give up."""
     pending = {item["name"]: float(item.get("timeout") or 60) for item in p["ready"]}
+    spec = {item["name"]: item for item in p["ready"]}
     result, first_pid = {}, {}
     started = time.monotonic()
     while pending:
@@ -251,8 +253,12 @@ def wait_ready(module, p, supervisor):
             last_start = text.rfind("*** Starting uWSGI")
             segment = text[last_start:] if last_start >= 0 else ""
             gave_up = next((g for g in GAVE_UP if g in segment), None)
+            # A busy app's log may rotate past its banner: without lazy-apps the
+            # master loads the app before it forks, so a full set of workers
+            # forked after this run began says the same.
             if READY.search(segment) and not gave_up and state.get("state") == "RUNNING" \
-                    and pid == first_pid.get(name):
+                    and pid == first_pid.get(name) or fresh_workers(pid, spec[name], p["since"]) \
+                    and state.get("state") == "RUNNING" and pid == first_pid.get(name):
                 result[name] = {"ok": True, "why": "loaded", "seconds": round(elapsed, 1)}
                 del pending[name]
                 continue
@@ -271,6 +277,26 @@ def wait_ready(module, p, supervisor):
             time.sleep(0.3)
             supervisor = supervisor_status(module, p["supervisorctl"])
     return result
+
+
+def started_at(pid):
+    """A process's start time (epoch seconds), from /proc."""
+    try:
+        ticks = int(read("/proc/%d/stat" % pid, "").rpartition(")")[2].split()[19])
+        boot = next(float(line.split()[1]) for line in read("/proc/stat", "").splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (ValueError, IndexError, StopIteration):
+        return None
+
+
+def fresh_workers(pid, item, since):
+    """Whether the master has all its workers, each forked after `since`."""
+    if not pid or not since or item.get("lazy") or not item.get("processes"):
+        return False
+    children = children_of([pid]).get(pid, [])
+    starts = [started_at(child) for child in children]
+    return len(children) >= int(item["processes"]) and all(t is not None and t >= since for t in starts)
 
 
 def children_of(pids):
@@ -345,6 +371,7 @@ def main():
             "wait_timeout": {"type": "int", "default": 30},
             "ready": {"type": "list", "elements": "dict", "default": []},
             "checks": {"type": "list", "elements": "dict", "default": []},
+            "since": {"type": "float"},
         },
         supports_check_mode=True,
     )
@@ -425,6 +452,7 @@ def main():
 
     managed = managed_apps(p["supervisor_conf_dir"], p["config_dir"], p["log_dir"], supervisor["programs"])
     result = {
+        "now": time.time(),
         "proc_sys_writable": os.access("/proc/sys/net/core/somaxconn", os.W_OK),
         "sysctl_live": sysctl_live,
         "sysctl_settings": sysctl_settings,

@@ -107,3 +107,9 @@ def test_the_applied_record_keeps_apps_the_run_did_not_judge():
     probe_ = {"managed": {"kept": {"config_mtime": 5.0}, "flaskapp": {"config_mtime": 7.0}}}
     record = f.uwsgi_applied_record([{"name": "flaskapp", "ok": True}], probe_, {"kept": 5, "gone": 3})
     assert record == {"flaskapp": 7, "kept": 5}
+
+
+def test_ready_items_say_when_workers_prove_the_app_loaded():
+    plain, lazy = f.uwsgi_public(apps((1, {"options": {"lazy-apps": True}})))
+    assert f.uwsgi_ready_item(plain) == {"name": "flaskapp", "timeout": 60, "processes": 2, "lazy": False}
+    assert f.uwsgi_ready_item(lazy)["lazy"] is True
