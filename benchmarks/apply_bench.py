@@ -2,8 +2,8 @@
 """Requests lost while a change is applied: stop/start against the graceful path.
 
 On one local container host (the benchmark's classic setup, then the README's
-playbook), wrk runs through nginx for the whole run of `ansible-playbook` for
-each kind of change, once with uwsgi_apply_strategy=restart (every change a
+playbook), wrk runs through nginx from 3 s before to 2 s after each run of
+`ansible-playbook` for each kind of change, once with uwsgi_apply_strategy=restart (every change a
 stop and start) and once with the default, graceful. Prints the table and
 writes benchmarks/results/apply.md and apply.json. Bounded: wrk -d per run.
 """
@@ -21,7 +21,7 @@ import lib
 HOST = "uwsgi-bench-apply"
 INVENTORY = "benchmarks/inventory/apply.yml"
 CONNECTIONS = 20
-SECONDS = 30  # wrk's bound: longer than one ansible-playbook run
+SECONDS = 180  # wrk's bound; it is stopped (SIGINT, which prints its results) 2 s after the run
 BASE = [{"name": "flaskapp", "module": "app:app", "chdir": "/srv/flaskapp", "socket": lib.SOCKET, "listen": 4096,
          "processes": 2, "environment": {"APP_NAME": "flaskapp"}}]
 # Each change on top of the previous one, as a deployment goes.
@@ -47,6 +47,8 @@ def measure(strategy: str, tag: str, apps: list[dict]) -> dict:
     started = time.monotonic()
     apply(strategy, apps)
     played = time.monotonic() - started
+    time.sleep(2)
+    lib.sh(HOST, "pkill -INT -x wrk", check=False)
     out, _ = wrk.communicate(timeout=SECONDS + 60)
     result = lib.parse_wrk(out)
     errors = lib.sh(HOST, f"grep -c '\\[error\\]' {lib.NGINX_ERROR_LOG}", check=False).stdout.strip()
@@ -75,7 +77,7 @@ def main() -> int:
                         r["nginx_errors"], r["playbook_seconds"]] for r in sorted(rows, key=lambda r: r["change"])])
     load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
     text = (f"# Requests lost while a change is applied\n\n`make bench` (benchmarks/apply_bench.py): wrk -c{CONNECTIONS} "
-            f"through nginx to one app's unix socket for the whole `ansible-playbook` run of each change, on one "
+            f"through nginx to one app's unix socket from 3 s before to 2 s after the `ansible-playbook` run of each change, on one "
             f"container host; `restart` is `uwsgi_apply_strategy: restart` (every change a stop and start), "
             f"`graceful` the default. Load average at the end: {' '.join(load)}.\n\n{table}\n")
     lib.BENCH.joinpath("results").mkdir(exist_ok=True)
