@@ -231,6 +231,7 @@ def log_since(log_dir, name, offset):
     except OSError:
         return ""
     offset = int(offset or 0)
+    # A log shorter than the offset was rotated: all of it is new.
     return data[offset if len(data) >= offset else 0:].decode("utf-8", "replace")
 
 
@@ -426,15 +427,7 @@ def main():
 
     logs = {}
     for name in p["log_names"]:
-        offset = p["log_offsets"].get(name, 0)
-        try:
-            with open(os.path.join(p["log_dir"], "%s.log" % name), "rb") as handle:
-                data = handle.read()
-        except OSError:
-            data = b""
-        offset = int(offset or 0)
-        # A log shorter than the offset was rotated: all of it is new.
-        logs[name] = data[offset if len(data) >= offset else 0:][-4096:].decode("utf-8", "replace")
+        logs[name] = log_since(p["log_dir"], name, p["log_offsets"].get(name, 0))[-4096:]
 
     log_sizes = {}
     for path in glob.glob(os.path.join(p["log_dir"], "*.log")):

@@ -185,6 +185,18 @@ def run_playbook(playbook: str | pathlib.Path, *args: str) -> subprocess.Complet
     )
 
 
+def run_with(playbook, tmp_path, name: str, extra: dict, *args: str) -> subprocess.CompletedProcess:
+    """Run a playbook with `extra` as an extra-vars file (JSON: values stay exact)."""
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(extra))
+    return run_playbook(playbook, "-e", f"@{path}", *args)
+
+
+def ok(run: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    return run
+
+
 def said(run: subprocess.CompletedProcess) -> str:
     """Everything a playbook run printed, with line folding undone."""
     return " ".join((run.stdout + run.stderr).split())

@@ -40,14 +40,10 @@ HOSTILE = {
 
 
 def run_with(tmp_path, name, extra, *args):
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(extra))
-    return hc.run_playbook(PLAYBOOK, "-e", f"@{path}", *args)
+    return hc.run_with(PLAYBOOK, tmp_path, name, extra, *args)
 
 
-def ok(run):
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    return run
+ok = hc.ok
 
 
 def app_env(host, keys):
