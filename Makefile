@@ -16,9 +16,6 @@ PLATFORM_SCENARIOS ?= default
 ANSIBLE_SERIES ?= 2.15 2.16 2.17 2.18 2.19
 ANSIBLE_VERIFY ?= fast
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-# Playbooks name the role as Galaxy users do (backlogops.uwsgi): point the
-# roles path at a link to this checkout, whatever its folder is called.
-export ANSIBLE_ROLES_PATH := $(CURDIR)/.cache/roles
 export MOLECULE_DISTRO := $(DISTRO)
 export PY_COLORS := 1
 export ANSIBLE_FORCE_COLOR := 1
@@ -30,16 +27,13 @@ step = @printf '\n\033[1m==> %s\033[0m\n' "$(1)"
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
 
-venv: $(VENV)/.installed .cache/roles/backlogops.uwsgi  ## Create the pinned Python venv (.venv)
+venv: $(VENV)/.installed  ## Create the pinned Python venv (.venv)
 
 $(VENV)/.installed: requirements-test.txt
 	$(call step,Python venv with the pinned test tools (requirements-test.txt))
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	@touch $@
-
-.cache/roles/backlogops.uwsgi:
-	@mkdir -p .cache/roles && ln -sfn ../.. $@
 
 docker:  ## Install and start Docker from Debian's packages if needed
 	$(call step,Docker engine)
@@ -52,13 +46,15 @@ images: docker  ## Build the test image for DISTRO (default bookworm) if missing
 docs: venv  ## Regenerate the README's variable table (meta/argument_specs.yml) and example playbooks (playbooks/)
 	python tests/harness/readme_vars.py
 
-lint: venv  ## yamllint, ansible-lint (production profile), README vs specs and playbooks
-	$(call step,README: variable table and defaults vs meta/argument_specs.yml, example playbooks vs playbooks/)
+lint: venv  ## yamllint, ruff, ansible-lint (production profile), README vs specs and playbooks
+	$(call step,README: variable table and defaults vs meta/argument_specs.yml; example playbooks vs playbooks/)
 	python tests/harness/readme_vars.py --check
 	$(call step,yamllint)
 	yamllint --strict .
-	$(call step,ansible-lint --profile production)
-	ansible-lint --profile production
+	$(call step,ruff: the role's Python and the tests and benchmarks)
+	ruff check .
+	$(call step,ansible-lint: the production profile set in .ansible-lint)
+	ansible-lint
 
 unit: venv  ## Unit tests of the role's parsers and decisions (tests/unit), in seconds
 	$(call step,Unit tests: parsers against captured host output, the role's decisions)

@@ -142,7 +142,7 @@ def timed_play(playbook: str, host: str) -> dict:
     try:
         out = json.loads(proc.stdout[proc.stdout.index("{"):])
     except ValueError:
-        raise SystemExit(f"{playbook} on {host}: no JSON output (rc {proc.returncode})\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"{playbook} on {host}: no JSON output (rc {proc.returncode})\n{proc.stderr[-3000:]}") from None
     stats = out["stats"][host]
     if proc.returncode != 0 or stats.get("failures") or stats.get("unreachable"):
         raise SystemExit(f"{playbook} on {host} failed: {stats}\n{proc.stdout[-3000:]}")

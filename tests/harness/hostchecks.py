@@ -2,10 +2,14 @@
 
 Each check reads the host itself (kernel values, `ss`, Supervisor, a real
 connection) through a testinfra `host` and returns what it saw, asserting on it.
+The host's reports are read with the role's own parsers (module_utils/
+uwsgi_host.py), which the unit tier tests against output captured on Debian
+11, 12 and 13. What a test expects never comes from the role's normaliser.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -16,25 +20,37 @@ import yaml
 
 PROJECT = pathlib.Path(__file__).resolve().parents[2]
 SYSCTL_FILE = "/etc/sysctl.d/60-uwsgi-backlog.conf"
-ROLE_DEFAULTS = yaml.safe_load((PROJECT / "defaults/main.yml").read_text())
+# What the README documents for an app that does not set a key.
+DOCUMENTED_DEFAULTS = {"listen": 1024, "processes": 2, "threads": 1, "uid": "www-data",
+                       "socket_dir": "/run/uwsgi", "protocol": "uwsgi"}
+
+
+def _role_parsers():
+    spec = importlib.util.spec_from_file_location("uwsgi_host", PROJECT / "module_utils/uwsgi_host.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+parsers = _role_parsers()
 
 
 def apps_from_playbook(path: str | pathlib.Path) -> list[dict]:
-    """The apps of a playbook's play vars, with the role's defaults filled in."""
+    """The present apps of a playbook's play vars, as the test expects them:
+    what the playbook says, else the README's documented default. A value
+    the playbook sets is taken as it is (a 0 stays 0 and fails the check)."""
     plays = yaml.safe_load(pathlib.Path(path).read_text())
     apps = []
     for play in plays:
         for app in play.get("vars", {}).get("uwsgi_apps", []):
             if app.get("state", "present") != "present":
                 continue
+            given = {key: app[key] for key in ("listen", "processes", "threads", "uid", "protocol") if key in app}
             apps.append({
                 "name": app["name"],
-                "socket": app.get("socket") or f"{ROLE_DEFAULTS['uwsgi_socket_dir']}/{app['name']}.sock",
-                "listen": int(app.get("listen") or ROLE_DEFAULTS["uwsgi_listen"]),
-                "processes": int(app.get("processes") or ROLE_DEFAULTS["uwsgi_processes"]),
-                "threads": int(app.get("threads") or ROLE_DEFAULTS["uwsgi_threads"]),
-                "uid": app.get("uid") or ROLE_DEFAULTS["uwsgi_user"],
-                "protocol": app.get("protocol", "uwsgi"),
+                "socket": app["socket"] if "socket" in app else f"{DOCUMENTED_DEFAULTS['socket_dir']}/{app['name']}.sock",
+                **{key: DOCUMENTED_DEFAULTS[key] for key in ("listen", "processes", "threads", "uid", "protocol")},
+                **given,
                 "virtualenv": app.get("virtualenv"),
             })
     return apps
@@ -45,13 +61,8 @@ def derived_limit(apps: list[dict]) -> int:
 
 
 def sysctl_file(host) -> dict[str, int]:
-    values = {}
-    for line in host.file(SYSCTL_FILE).content_string.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", ";")) and "=" in line:
-            key, value = (part.strip() for part in line.split("=", 1))
-            values[key] = int(value)
-    return values
+    grep = host.run(f"grep -Hs -E '^[^#;]*=' {SYSCTL_FILE}").stdout
+    return {s["key"]: int(s["value"]) for s in parsers.parse_sysctl_grep(grep)}
 
 
 def check_sysctls(host, expected: int) -> dict[str, int]:
@@ -67,12 +78,7 @@ def check_sysctls(host, expected: int) -> dict[str, int]:
 def listen_backlogs(host) -> dict[str, int]:
     """Send-Q of every LISTEN socket: the backlog in effect."""
     out = host.check_output("ss -H --listening --numeric --unix --tcp")
-    backlogs = {}
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) >= 5 and fields[1] == "LISTEN":
-            backlogs[fields[4]] = int(fields[3])
-    return backlogs
+    return {item["local"]: item["backlog"] for item in parsers.parse_ss_listeners(out)}
 
 
 def check_backlog(host, app: dict) -> int:
@@ -90,10 +96,8 @@ def supervisord_pid(host) -> int:
 
 
 def supervisor_state(host, name: str) -> tuple[str, int | None]:
-    out = host.run(f"supervisorctl status {name}").stdout.split()
-    state = out[1] if len(out) > 1 else "missing"
-    pid = int(out[3].rstrip(",")) if len(out) > 3 and out[2] == "pid" else None
-    return state, pid
+    status = parsers.parse_supervisor_status(host.run(f"supervisorctl status {name}").stdout).get(name)
+    return (status["state"], status["pid"]) if status else ("missing", None)
 
 
 def check_running_as(host, app: dict) -> int:

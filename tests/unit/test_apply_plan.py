@@ -13,7 +13,7 @@ NOTHING = {"programs": [], "inis": [], "envs": [], "binaries": []}
 
 def plan(apps_, changed=None, strategy="graceful", **probe_changes):
     seen = probe(**dict({"listeners": LISTENERS, "workers": {"flaskapp": 2, "flaskapi": 2}}, **probe_changes))
-    for name, record in seen["managed"].items():
+    for record in seen["managed"].values():
         record.setdefault("config_mtime", 1000.0)
         record.setdefault("started", 2000.0)
     return f.uwsgi_apply_plan(f.uwsgi_public(apps_), dict(NOTHING, **(changed or {})), seen, strategy)

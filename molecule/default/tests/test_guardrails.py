@@ -4,7 +4,6 @@ against the converged, serving host of the default scenario."""
 
 import concurrent.futures
 import copy
-import json
 
 import pytest
 import yaml
@@ -89,10 +88,18 @@ BAD_INPUTS = [
 ]
 
 
-def run_with(tmp_path, name, extra):
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(extra))
-    return hc.run_playbook(PLAYBOOK, "-e", f"@{path}")
+def run_with(tmp_path, name, extra, *args):
+    return hc.run_with(PLAYBOOK, tmp_path, name, extra, *args)
+
+
+# A tag subset runs the validation and the preflight too (they are tagged
+# `always`): bad input is refused whatever the operator selects.
+TAGGED = [
+    ("tags-apps-unknown-key", {"uwsgi_apps": apps_with(0, proceses=4)}, ["proceses", "uwsgi_apps"], "uwsgi_apps"),
+    ("tags-sysctl-somaxconn", {"uwsgi_somaxconn": 1024}, ["exceeds uwsgi_somaxconn (1024)"], "uwsgi_sysctl"),
+    ("tags-install-held-socket", {"uwsgi_apps": [dict(BASE_APPS[0], name="renamed")]},
+     ["is already held by Supervisor program"], "uwsgi_install"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +108,12 @@ def bad_input_runs(host, tmp_path_factory):
     snapshot of the host before and after."""
     tmp = tmp_path_factory.mktemp("bad")
     before = host.check_output(SNAPSHOT)
+    cases = [(name, extra, ()) for name, extra, _ in BAD_INPUTS]
+    cases += [(name, extra, ("--tags", tag)) for name, extra, _, tag in TAGGED]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         runs = dict(zip(
-            [case[0] for case in BAD_INPUTS],
-            pool.map(lambda case: run_with(tmp, case[0], case[1]), BAD_INPUTS),
+            [case[0] for case in cases],
+            pool.map(lambda case: run_with(tmp, case[0], case[1], *case[2]), cases),
         ))
     after = host.check_output(SNAPSHOT)
     return runs, before, after
@@ -124,7 +133,7 @@ def test_every_end_to_end_case_is_known():
     assert len(BAD_INPUTS) == len(END_TO_END)
 
 
-@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+@pytest.mark.parametrize("case", BAD_INPUTS + [c[:3] for c in TAGGED], ids=[c[0] for c in BAD_INPUTS + TAGGED])
 def test_bad_input_fails_with_a_message_that_says_what_to_change(bad_input_runs, case):
     name, _, words = case
     run = bad_input_runs[0][name]

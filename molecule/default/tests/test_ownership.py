@@ -42,7 +42,7 @@ def restore(host, tmp_path, *absent):
 
 
 def programs(host):
-    return {line.split()[0] for line in host.run("supervisorctl status").stdout.splitlines() if line.strip()}
+    return set(hc.parsers.parse_supervisor_status(host.run("supervisorctl status").stdout))
 
 
 def test_rename_with_absent_keeps_the_new_apps_socket(host, tmp_path):

@@ -11,7 +11,7 @@ import hostchecks as hc
 PLAYBOOK = hc.PROJECT / "playbooks" / "venv.yml"
 PLAY_VARS = yaml.safe_load(PLAYBOOK.read_text())[0]["vars"]
 VERSION = PLAY_VARS["uwsgi_pip_version"]
-SHARED_VENV = PLAY_VARS.get("uwsgi_pip_virtualenv", hc.ROLE_DEFAULTS["uwsgi_pip_virtualenv"])
+SHARED_VENV = PLAY_VARS.get("uwsgi_pip_virtualenv", "/opt/uwsgi/venv")  # the documented default
 APPS = hc.apps_from_playbook(PLAYBOOK)
 LIMIT = hc.derived_limit(APPS)
 APP_IDS = [a["name"] for a in APPS]
