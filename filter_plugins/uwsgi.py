@@ -459,7 +459,8 @@ def uwsgi_sysctl_targets(wanted, probe, our_file, explicit, allow_lower):
     """The value to persist and apply for each kernel limit: what the apps need,
     but never below the live value nor below what the host's other sysctl files
     persist (unless an explicit value is allowed to lower it). With a line that
-    says what happened to each."""
+    says what happened to each, and the keys whose live or persisted value
+    differs from their target (pending: the only ones the run writes)."""
     our_name = our_file.rsplit("/", 1)[-1]
     entries = _sysctl_entries(probe.get("sysctl_settings", []), wanted)
     targets, notes = {}, []
@@ -483,7 +484,13 @@ def uwsgi_sysctl_targets(wanted, probe, our_file, explicit, allow_lower):
             targets[key] = floor
             notes.append("%s = %d kept: the host already has more than the %d the apps need (%s); the role never "
                          "lowers it" % (key, floor, want, ", ".join("%s %s" % (w, v) for w, v in floor_from)))
-    return {"values": targets, "notes": notes}
+    ours = {}
+    for setting in probe.get("sysctl_settings", []):
+        if setting["path"] == our_file:
+            ours.setdefault(setting["key"], []).append(_int(setting["value"]))
+    pending = [key for key, target in targets.items()
+               if probe.get("sysctl_live", {}).get(key) != target or ours.get(key) != [target]]
+    return {"values": targets, "notes": notes, "pending": pending}
 
 
 def uwsgi_sysctl_overrides(settings, our_file, wanted):
@@ -695,6 +702,73 @@ def uwsgi_applied_record(verdicts, probe, previous=None):
     return dict(sorted(record.items()))
 
 
+def uwsgi_file_plan(apps, plan, paths, environments):
+    """Every file and directory the role writes for its present apps, for one
+    run of the uwsgi_files action: the socket directories it owns and their
+    tmpfiles.d entry, the config and helper directories, the helper, and per
+    app its environment (secret: from `environments`, the apps with their
+    values), its ini and its Supervisor program (from the public view)."""
+    secret = {app["name"]: app for app in environments}
+    if plan.get("empty"):
+        return {"dirs": [], "templates": [], "copies": []}
+    dirs = [{"path": d["path"], "owner": "root", "group": d["group"], "mode": "0775"} for d in plan.get("dirs", [])]
+    dirs += [{"path": path, "owner": "root", "group": "root", "mode": "0755"}
+             for path in (paths["config_dir"], paths["helper"].rsplit("/", 1)[0])]
+    templates = []
+    if plan.get("dirs"):
+        templates.append({"src": "etc/tmpfiles.d/uwsgi.conf.j2", "path": paths["tmpfiles"],
+                          "owner": "root", "group": "root", "mode": "0644"})
+    for app in apps:
+        base = "%s/%s" % (paths["config_dir"], app["name"])
+        templates += [
+            {"src": "etc/uwsgi/app.env.ini.j2", "path": base + ".env.ini", "secret": True,
+             "vars": {"item": secret[app["name"]]},
+             "owner": "root", "group": app["gid"], "mode": "0640", "backup": True},
+            {"src": "etc/uwsgi/app.ini.j2", "path": base + ".ini", "vars": {"item": app},
+             "owner": "root", "group": app["gid"], "mode": "0640", "backup": True},
+            {"src": "etc/supervisor/conf.d/program.conf.j2", "vars": {"item": app},
+             "path": "%s/%s.conf" % (paths["supervisor_conf_dir"], app["name"]),
+             "owner": "root", "group": "root", "mode": "0644", "backup": True},
+        ]
+    copies = [{"src": "uwsgi_listen.py", "path": paths["helper"], "owner": "root", "group": "root", "mode": "0755"}]
+    return {"dirs": dirs, "templates": templates, "copies": copies}
+
+
+def uwsgi_changed_apps(apps, changed_files, paths):
+    """Which apps' program, ini and environment files the run changed."""
+    changed = set(changed_files or [])
+    return {
+        "programs": [a["name"] for a in apps if "%s/%s.conf" % (paths["supervisor_conf_dir"], a["name"]) in changed],
+        "inis": [a["name"] for a in apps if "%s/%s.ini" % (paths["config_dir"], a["name"]) in changed],
+        "envs": [a["name"] for a in apps if "%s/%s.env.ini" % (paths["config_dir"], a["name"]) in changed],
+    }
+
+
+def uwsgi_rollback_files(failed, apps, changed_files, backups, paths, previous):
+    """For the apps that failed the proof: the files to put back from this
+    run's backups (with the owner, group and mode they had), and the apps that
+    had no program before this run (their files are removed instead)."""
+    changed, restore, new = set(changed_files or []), [], []
+    for app in apps:
+        name = app["name"]
+        if name not in failed:
+            continue
+        program = "%s/%s.conf" % (paths["supervisor_conf_dir"], name)
+        if program in changed and program not in backups:
+            new.append(name)
+            continue
+        group = (previous.get(name) or {}).get("ini_group") or app["gid"]
+        for kind, path, file_group, mode in (
+                ("ini", "%s/%s.ini" % (paths["config_dir"], name), group, "0640"),
+                ("env", "%s/%s.env.ini" % (paths["config_dir"], name), group, "0640"),
+                ("program", program, "root", "0644")):
+            if path in backups:
+                restore.append({"name": name, "kind": kind, "path": path, "backup": backups[path],
+                                "group": file_group, "mode": mode})
+    return {"restore": restore, "new": new,
+            "programs": sorted({r["name"] for r in restore if r["kind"] == "program"})}
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -713,4 +787,7 @@ class FilterModule:
             "uwsgi_apply_plan": uwsgi_apply_plan,
             "uwsgi_applied_record": uwsgi_applied_record,
             "uwsgi_listen_fallbacks": uwsgi_listen_fallbacks,
+            "uwsgi_file_plan": uwsgi_file_plan,
+            "uwsgi_changed_apps": uwsgi_changed_apps,
+            "uwsgi_rollback_files": uwsgi_rollback_files,
         }

@@ -37,6 +37,8 @@ options:
       - Apps started in this run (name, timeout in seconds), with O(log_offsets). Waits until each app's log
         since its offset says its app is loaded, or it gave up (exit, game over, a new master), or the timeout.
   since: {type: float, description: Epoch seconds when this run began (workers forked later are new).}
+  service: {type: str, description: A systemd unit whose active and enabled state to report.}
+  venvs: {type: list, elements: path, default: [], description: Virtualenvs whose installed uWSGI version to report.}
   checks:
     type: list
     elements: dict
@@ -200,6 +202,17 @@ def managed_apps(conf_dir, config_dir, log_dir, programs):
                         if programs.get(name, {}).get("state") == "RUNNING" else None})
         apps[program["name"]] = program
     return apps
+
+
+def pip_version(venv, project):
+    """The version of a project installed in a virtualenv, from its dist-info
+    directory (what pip itself reads); None when it is not installed."""
+    wanted = project.lower().replace("-", "_")
+    for info in glob.glob(os.path.join(venv, "lib", "python3*", "site-packages", "*.dist-info")):
+        name, _, version = os.path.basename(info)[:-len(".dist-info")].rpartition("-")
+        if name.lower().replace("-", "_") == wanted:
+            return version
+    return None
 
 
 def applied_record(path):
@@ -373,6 +386,8 @@ def main():
             "ready": {"type": "list", "elements": "dict", "default": []},
             "checks": {"type": "list", "elements": "dict", "default": []},
             "since": {"type": "float"},
+            "service": {"type": "str"},
+            "venvs": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
     )
@@ -443,6 +458,14 @@ def main():
             workers[name] = len(children.get(state["pid"], []))
     checks = {c["name"]: check_request(c) for c in p["checks"]}
 
+    service = None
+    systemctl = module.get_bin_path("systemctl")
+    if p["service"] and systemctl and os.path.isdir("/run/systemd/system"):
+        service = {
+            "active": module.run_command([systemctl, "is-active", "--quiet", p["service"]])[0] == 0,
+            "enabled": module.run_command([systemctl, "is-enabled", "--quiet", p["service"]])[0] == 0,
+        }
+
     managed = managed_apps(p["supervisor_conf_dir"], p["config_dir"], p["log_dir"], supervisor["programs"])
     result = {
         "now": time.time(),
@@ -467,6 +490,8 @@ def main():
         "logs": logs,
         "packages": packages,
         "python_apt": python_apt,
+        "service": service,
+        "uwsgi_in_venvs": {venv: pip_version(venv, "uwsgi") for venv in p["venvs"]},
     }
     module.exit_json(changed=False, probe=result)
 

@@ -1,0 +1,100 @@
+"""What the role writes in its one file-writing run, what it learns from the
+paths that changed, what a rollback puts back, and which kernel limits a run
+writes at all."""
+
+from conftest import filters as f
+from test_decisions import SETTINGS, apps, probe
+
+PATHS = {"config_dir": "/etc/uwsgi/supervisor", "supervisor_conf_dir": "/etc/supervisor/conf.d",
+         "tmpfiles": "/etc/tmpfiles.d/uwsgi-supervisor.conf", "helper": "/usr/local/lib/uwsgi-role/uwsgi_listen.py"}
+
+
+def file_plan(apps_=None, **plan_changes):
+    full = apps_ or apps()
+    plan = dict(f.uwsgi_host_plan(f.uwsgi_public(full), probe(), SETTINGS), **plan_changes)
+    present = [a for a in f.uwsgi_public(full) if a["state"] == "present"]
+    return f.uwsgi_file_plan(present, plan, PATHS, full)
+
+
+def test_every_app_gets_its_environment_ini_and_program():
+    plan = file_plan()
+    by_path = {t["path"]: t for t in plan["templates"]}
+    env = by_path["/etc/uwsgi/supervisor/flaskapp.env.ini"]
+    assert env["secret"] and env["vars"]["item"]["environment"] == {"APP_NAME": "flaskapp"}
+    assert (env["owner"], env["group"], env["mode"], env["backup"]) == ("root", "www-data", "0640", True)
+    ini = by_path["/etc/uwsgi/supervisor/flaskapp.ini"]
+    # The ini and the program see the public view: environment keys, never values.
+    assert not ini.get("secret") and ini["vars"]["item"]["environment"] == ["APP_NAME"]
+    program = by_path["/etc/supervisor/conf.d/flaskapp.conf"]
+    assert (program["src"], program["group"], program["mode"]) == ("etc/supervisor/conf.d/program.conf.j2", "root", "0644")
+    assert len(plan["templates"]) == 1 + 3 * 2  # the tmpfiles entry, then three files per app
+
+
+def test_directories_the_role_owns_come_first_with_the_apps_group():
+    plan = file_plan()
+    assert plan["dirs"][0] == {"path": "/run/uwsgi", "owner": "root", "group": "www-data", "mode": "0775"}
+    assert [d["path"] for d in plan["dirs"][1:]] == ["/etc/uwsgi/supervisor", "/usr/local/lib/uwsgi-role"]
+    assert plan["copies"] == [{"src": "uwsgi_listen.py", "path": PATHS["helper"], "owner": "root", "group": "root",
+                               "mode": "0755"}]
+
+
+def test_no_socket_directory_means_no_tmpfiles_entry():
+    plan = file_plan(dirs=[])
+    assert all(not t["path"].startswith("/etc/tmpfiles.d") for t in plan["templates"])
+
+
+def test_a_host_with_no_app_left_gets_nothing_written():
+    assert file_plan(empty=True) == {"dirs": [], "templates": [], "copies": []}
+
+
+def test_changed_paths_name_the_apps_and_their_files():
+    present = f.uwsgi_public(apps())
+    changed = f.uwsgi_changed_apps(present, ["/etc/uwsgi/supervisor/flaskapi.ini", "/etc/uwsgi/supervisor/flaskapp.env.ini",
+                                             "/etc/supervisor/conf.d/flaskapp.conf", "/run/uwsgi"], PATHS)
+    assert changed == {"programs": ["flaskapp"], "inis": ["flaskapi"], "envs": ["flaskapp"]}
+
+
+def test_rollback_restores_backups_and_removes_a_new_apps_files():
+    present = f.uwsgi_public(apps())
+    changed = ["/etc/supervisor/conf.d/flaskapp.conf", "/etc/uwsgi/supervisor/flaskapp.ini",
+               "/etc/uwsgi/supervisor/flaskapi.ini", "/etc/uwsgi/supervisor/flaskapi.env.ini"]
+    backups = {"/etc/uwsgi/supervisor/flaskapi.ini": "/etc/uwsgi/supervisor/flaskapi.ini.1.2026~",
+               "/etc/uwsgi/supervisor/flaskapi.env.ini": "/etc/uwsgi/supervisor/flaskapi.env.ini.1.2026~"}
+    previous = {"flaskapi": {"ini_group": "webapps"}}
+    rb = f.uwsgi_rollback_files(["flaskapp", "flaskapi"], present, changed, backups, PATHS, previous)
+    # flaskapp's program is new in this run (no backup): its files go.
+    assert rb["new"] == ["flaskapp"] and rb["programs"] == []
+    assert [(r["kind"], r["group"], r["mode"]) for r in rb["restore"]] == [("ini", "webapps", "0640"), ("env", "webapps", "0640")]
+    assert rb["restore"][0]["backup"].endswith("~")
+
+
+def test_rollback_touches_only_the_failed_apps():
+    present = f.uwsgi_public(apps())
+    backups = {"/etc/supervisor/conf.d/flaskapi.conf": "/etc/supervisor/conf.d/flaskapi.conf.1~"}
+    rb = f.uwsgi_rollback_files(["flaskapp"], present, list(backups), backups, PATHS, {})
+    assert rb == {"restore": [], "new": [], "programs": []}
+    rb = f.uwsgi_rollback_files(["flaskapi"], present, list(backups), backups, PATHS, {})
+    assert rb["programs"] == ["flaskapi"] and (rb["restore"][0]["kind"], rb["restore"][0]["group"]) == ("program", "root")
+
+
+def sysctl_probe(live, ours):
+    settings = [{"path": "/etc/sysctl.d/60-uwsgi-backlog.conf", "key": k, "value": str(v)} for k, v in ours.items()]
+    return {"sysctl_live": live, "sysctl_settings": settings}
+
+
+WANTED = {"net.core.somaxconn": 4096, "net.ipv4.tcp_max_syn_backlog": 4096}
+OUR_FILE = "/etc/sysctl.d/60-uwsgi-backlog.conf"
+
+
+def test_a_converged_kernel_writes_nothing():
+    seen = sysctl_probe(WANTED, WANTED)
+    assert f.uwsgi_sysctl_targets(WANTED, seen, OUR_FILE, [], False)["pending"] == []
+
+
+def test_a_live_or_persisted_difference_is_written():
+    seen = sysctl_probe({"net.core.somaxconn": 128, "net.ipv4.tcp_max_syn_backlog": 4096},
+                        {"net.ipv4.tcp_max_syn_backlog": 4096})
+    assert f.uwsgi_sysctl_targets(WANTED, seen, OUR_FILE, [], False)["pending"] == ["net.core.somaxconn"]
+    # Live is right but our file lacks the key, or holds it twice.
+    seen = sysctl_probe(WANTED, {"net.core.somaxconn": 4096})
+    assert f.uwsgi_sysctl_targets(WANTED, seen, OUR_FILE, [], False)["pending"] == ["net.ipv4.tcp_max_syn_backlog"]
