@@ -744,7 +744,7 @@ def uwsgi_changed_apps(apps, changed_files, paths):
     }
 
 
-def uwsgi_rollback_files(failed, apps, changed_files, backups, paths, previous):
+def uwsgi_rollback_files(apps, failed, changed_files, backups, paths, previous):
     """For the apps that failed the proof: the files to put back from this
     run's backups (with the owner, group and mode they had), and the apps that
     had no program before this run (their files are removed instead)."""

@@ -61,7 +61,7 @@ def test_rollback_restores_backups_and_removes_a_new_apps_files():
     backups = {"/etc/uwsgi/supervisor/flaskapi.ini": "/etc/uwsgi/supervisor/flaskapi.ini.1.2026~",
                "/etc/uwsgi/supervisor/flaskapi.env.ini": "/etc/uwsgi/supervisor/flaskapi.env.ini.1.2026~"}
     previous = {"flaskapi": {"ini_group": "webapps"}}
-    rb = f.uwsgi_rollback_files(["flaskapp", "flaskapi"], present, changed, backups, PATHS, previous)
+    rb = f.uwsgi_rollback_files(present, ["flaskapp", "flaskapi"], changed, backups, PATHS, previous)
     # flaskapp's program is new in this run (no backup): its files go.
     assert rb["new"] == ["flaskapp"] and rb["programs"] == []
     assert [(r["kind"], r["group"], r["mode"]) for r in rb["restore"]] == [("ini", "webapps", "0640"), ("env", "webapps", "0640")]
@@ -71,9 +71,9 @@ def test_rollback_restores_backups_and_removes_a_new_apps_files():
 def test_rollback_touches_only_the_failed_apps():
     present = f.uwsgi_public(apps())
     backups = {"/etc/supervisor/conf.d/flaskapi.conf": "/etc/supervisor/conf.d/flaskapi.conf.1~"}
-    rb = f.uwsgi_rollback_files(["flaskapp"], present, list(backups), backups, PATHS, {})
+    rb = f.uwsgi_rollback_files(present, ["flaskapp"], list(backups), backups, PATHS, {})
     assert rb == {"restore": [], "new": [], "programs": []}
-    rb = f.uwsgi_rollback_files(["flaskapi"], present, list(backups), backups, PATHS, {})
+    rb = f.uwsgi_rollback_files(present, ["flaskapi"], list(backups), backups, PATHS, {})
     assert rb["programs"] == ["flaskapi"] and (rb["restore"][0]["kind"], rb["restore"][0]["group"]) == ("program", "root")
 
 
