@@ -6,7 +6,8 @@ Arguments:
   templates: files rendered from the role's templates/ (src, path, owner, group, mode,
              backup, vars: extra template variables such as the app as `item`,
              secret: true for content never shown in output or diffs);
-  copies:    files copied from the role's files/ (src, path, owner, group, mode).
+  copies:    files copied from the role's files/ (src, path, owner, group, mode);
+  contents:  files given whole (content, path, owner, group, mode, backup).
 
 The templates are rendered with Ansible's own template lookup, so they see the
 play's variables and `ansible_managed` exactly as the template module would.
@@ -23,7 +24,7 @@ ATTRS = ("path", "owner", "group", "mode", "backup")
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("dirs", "templates", "copies"))
+    _VALID_ARGS = frozenset(("dirs", "templates", "copies", "contents"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -50,6 +51,8 @@ class ActionModule(ActionBase):
             spec = {key: entry[key] for key in ATTRS if key in entry}
             spec["content"] = content
             files.append(spec)
+        for entry in args.get("contents") or []:
+            files.append({key: entry[key] for key in ATTRS + ("content",) if key in entry})
         result.update(self._execute_module(
             module_name="uwsgi_files",
             module_args={"dirs": args.get("dirs") or [], "files": files,

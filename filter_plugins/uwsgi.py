@@ -165,6 +165,9 @@ def uwsgi_input_errors(apps, settings, sysctls):
                           % (where, app["name"]))
         if app["name"] in names:
             errors.append('%s: name "%s" is used by another app; give each app its own name.' % (where, app["name"]))
+        if app["name"] == SAMPLER_PROGRAM:
+            errors.append('%s: name "%s" is the Supervisor program of the role\'s listen-queue sampler; give the app '
+                          'another name.' % (where, app["name"]))
         names.add(app["name"])
         if app["state"] != "present":
             continue
@@ -702,7 +705,39 @@ def uwsgi_applied_record(verdicts, probe, previous=None):
     return dict(sorted(record.items()))
 
 
-def uwsgi_file_plan(apps, plan, paths, environments):
+# The Supervisor program of the listen-queue sampler (files/uwsgi_sampler.py).
+SAMPLER_PROGRAM = "uwsgi-sampler"
+
+
+def uwsgi_sampler_config(apps, settings):
+    """The sampler's config (JSON): every present app's socket, and where and
+    how often it writes."""
+    return {
+        "apps": [{"name": app["name"], "socket": app["socket"]} for app in apps],
+        "interval": float(settings["interval"]),
+        "window": float(settings["window"]),
+        "alert_ratio": float(settings["alert_ratio"]),
+        "output": settings["textfile_dir"].rstrip("/") + "/uwsgi.prom",
+    }
+
+
+def uwsgi_sampler_action(on, changed_files, probe, paths):
+    """How the sampler takes this run's change: `update` loads a new or changed
+    program, `restart` starts a new script or config (or a stopped sampler),
+    "" when it runs as it should or is off."""
+    if not on:
+        return ""
+    changed = set(changed_files or [])
+    program = "%s/%s.conf" % (paths["supervisor_conf_dir"], SAMPLER_PROGRAM)
+    status = (probe.get("supervisor") or {}).get("programs", {}).get(SAMPLER_PROGRAM)
+    if program in changed or status is None:
+        return "update"
+    if changed & {paths["sampler"], paths["sampler_config"]} or status.get("state") != "RUNNING":
+        return "restart"
+    return ""
+
+
+def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
     """Every file and directory the role writes for its present apps, for one
     run of the uwsgi_files action: the socket directories it owns and their
     tmpfiles.d entry, the config and helper directories, the helper, and per
@@ -710,7 +745,7 @@ def uwsgi_file_plan(apps, plan, paths, environments):
     values), its ini and its Supervisor program (from the public view)."""
     secret = {app["name"]: app for app in environments}
     if plan.get("empty"):
-        return {"dirs": [], "templates": [], "copies": []}
+        return {"dirs": [], "templates": [], "copies": [], "contents": []}
     dirs = [{"path": d["path"], "owner": "root", "group": d["group"], "mode": "0775"} for d in plan.get("dirs", [])]
     dirs += [{"path": path, "owner": "root", "group": "root", "mode": "0755"}
              for path in (paths["config_dir"], paths["helper"].rsplit("/", 1)[0])]
@@ -731,7 +766,21 @@ def uwsgi_file_plan(apps, plan, paths, environments):
              "owner": "root", "group": "root", "mode": "0644", "backup": True},
         ]
     copies = [{"src": "uwsgi_listen.py", "path": paths["helper"], "owner": "root", "group": "root", "mode": "0755"}]
-    return {"dirs": dirs, "templates": templates, "copies": copies}
+    contents = []
+    if sampler:
+        # The textfile directory keeps its owner (node_exporter's package may own it);
+        # the sampler's group may replace files in it.
+        textfile = {"path": sampler["textfile_dir"], "mode": "g+rwx"}
+        if sampler.get("group"):
+            textfile["group"] = sampler["group"]
+        dirs.append(textfile)
+        copies.append({"src": "uwsgi_sampler.py", "path": paths["sampler"], "owner": "root", "group": "root",
+                       "mode": "0755"})
+        contents.append({"path": paths["sampler_config"], "owner": "root", "group": "root", "mode": "0644",
+                         "content": json.dumps(uwsgi_sampler_config(apps, sampler), indent=2, sort_keys=True) + "\n"})
+        templates.append({"src": "etc/supervisor/conf.d/sampler.conf.j2", "owner": "root", "group": "root",
+                          "mode": "0644", "path": "%s/%s.conf" % (paths["supervisor_conf_dir"], SAMPLER_PROGRAM)})
+    return {"dirs": dirs, "templates": templates, "copies": copies, "contents": contents}
 
 
 def uwsgi_changed_apps(apps, changed_files, paths):
@@ -790,4 +839,5 @@ class FilterModule:
             "uwsgi_file_plan": uwsgi_file_plan,
             "uwsgi_changed_apps": uwsgi_changed_apps,
             "uwsgi_rollback_files": uwsgi_rollback_files,
+            "uwsgi_sampler_action": uwsgi_sampler_action,
         }

@@ -2,8 +2,12 @@
 paths that changed, what a rollback puts back, and which kernel limits a run
 writes at all."""
 
+import json
+
+import pytest
+
 from conftest import filters as f
-from test_decisions import SETTINGS, apps, probe
+from test_decisions import SETTINGS, apps, errors, probe
 
 PATHS = {"config_dir": "/etc/uwsgi/supervisor", "supervisor_conf_dir": "/etc/supervisor/conf.d",
          "tmpfiles": "/etc/tmpfiles.d/uwsgi-supervisor.conf", "helper": "/usr/local/lib/uwsgi-role/uwsgi_listen.py"}
@@ -44,7 +48,7 @@ def test_no_socket_directory_means_no_tmpfiles_entry():
 
 
 def test_a_host_with_no_app_left_gets_nothing_written():
-    assert file_plan(empty=True) == {"dirs": [], "templates": [], "copies": []}
+    assert file_plan(empty=True) == {"dirs": [], "templates": [], "copies": [], "contents": []}
 
 
 def test_changed_paths_name_the_apps_and_their_files():
@@ -98,3 +102,41 @@ def test_a_live_or_persisted_difference_is_written():
     # Live is right but our file lacks the key, or holds it twice.
     seen = sysctl_probe(WANTED, {"net.core.somaxconn": 4096})
     assert f.uwsgi_sysctl_targets(WANTED, seen, OUR_FILE, [], False)["pending"] == ["net.ipv4.tcp_max_syn_backlog"]
+
+
+SAMPLER = {"textfile_dir": "/var/lib/prometheus/node-exporter", "interval": 0.1, "window": 15, "alert_ratio": 0.9,
+           "group": "uwsgi-sampler"}
+PATHS.update(sampler="/usr/local/lib/uwsgi-role/uwsgi_sampler.py", sampler_config="/etc/uwsgi/supervisor/uwsgi-sampler.json")
+
+
+def test_the_sampler_gets_its_script_config_program_and_a_writable_textfile_directory():
+    full = apps()
+    present = [a for a in f.uwsgi_public(full) if a["state"] == "present"]
+    plan = f.uwsgi_file_plan(present, f.uwsgi_host_plan(present, probe(), SETTINGS), PATHS, full, SAMPLER)
+    assert {"path": "/var/lib/prometheus/node-exporter", "mode": "g+rwx", "group": "uwsgi-sampler"} in plan["dirs"]
+    config = json.loads(plan["contents"][0]["content"])
+    assert config["apps"] == [{"name": "flaskapp", "socket": "/run/uwsgi/flaskapp.sock"},
+                              {"name": "flaskapi", "socket": "127.0.0.1:8001"}]
+    assert config["output"] == "/var/lib/prometheus/node-exporter/uwsgi.prom" and config["interval"] == 0.1
+    assert plan["templates"][-1]["path"] == "/etc/supervisor/conf.d/uwsgi-sampler.conf"
+    # In check mode before its user exists, the directory's group is left alone.
+    plan = f.uwsgi_file_plan(present, f.uwsgi_host_plan(present, probe(), SETTINGS), PATHS, full, dict(SAMPLER, group=None))
+    assert {"path": "/var/lib/prometheus/node-exporter", "mode": "g+rwx"} in plan["dirs"]
+
+
+@pytest.mark.parametrize("changed, state, action", [
+    ([], "RUNNING", ""),
+    (["/etc/supervisor/conf.d/uwsgi-sampler.conf"], "RUNNING", "update"),
+    ([], None, "update"),
+    (["/etc/uwsgi/supervisor/uwsgi-sampler.json"], "RUNNING", "restart"),
+    (["/usr/local/lib/uwsgi-role/uwsgi_sampler.py"], "RUNNING", "restart"),
+    ([], "FATAL", "restart"),
+])
+def test_how_the_sampler_takes_a_change(changed, state, action):
+    programs = {"uwsgi-sampler": {"state": state, "pid": 5}} if state else {}
+    assert f.uwsgi_sampler_action(True, changed, {"supervisor": {"programs": programs}}, PATHS) == action
+    assert f.uwsgi_sampler_action(False, changed, {"supervisor": {"programs": programs}}, PATHS) == ""
+
+
+def test_an_app_cannot_take_the_samplers_program_name():
+    assert any("listen-queue sampler" in e for e in errors(apps((0, {"name": "uwsgi-sampler"}))))
