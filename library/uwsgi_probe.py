@@ -39,6 +39,7 @@ options:
   since: {type: float, description: Epoch seconds when this run began (workers forked later are new).}
   service: {type: str, description: A systemd unit whose active and enabled state to report.}
   venvs: {type: list, elements: path, default: [], description: Virtualenvs whose installed uWSGI version to report.}
+  textfile: {type: path, description: The sampler's metrics file (Prometheus text) to read and parse.}
   checks:
     type: list
     elements: dict
@@ -68,6 +69,7 @@ from ansible.module_utils.uwsgi_host import (
     parse_program_file,
     parse_ss_listeners,
     parse_supervisor_status,
+    parse_prometheus_text,
     parse_sysctl_grep,
     parse_tmpfiles_dirs,
     program_of_pid,
@@ -388,6 +390,7 @@ def main():
             "since": {"type": "float"},
             "service": {"type": "str"},
             "venvs": {"type": "list", "elements": "path", "default": []},
+            "textfile": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -493,6 +496,12 @@ def main():
         "service": service,
         "uwsgi_in_venvs": {venv: pip_version(venv, "uwsgi") for venv in p["venvs"]},
     }
+    if p["textfile"]:
+        text = read(p["textfile"])
+        try:
+            result["textfile_samples"] = None if text is None else parse_prometheus_text(text)
+        except ValueError as exc:
+            module.fail_json(msg="%s: %s" % (p["textfile"], exc))
     module.exit_json(changed=False, probe=result)
 
 

@@ -172,3 +172,32 @@ def log_tail(text, lines=20):
     """The last `lines` non-empty lines of a log excerpt."""
     kept = [line.rstrip() for line in (text or "").splitlines() if line.strip()]
     return kept[-lines:]
+
+
+_PROM_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?$')
+_PROM_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def parse_prometheus_text(text):
+    """The samples of a Prometheus text exposition (what the role's sampler
+    writes for node_exporter): a list of {name, labels, value}. Comments and
+    blank lines are skipped; a line that is not a sample raises ValueError."""
+    samples = []
+    for number, line in enumerate((text or "").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _PROM_SAMPLE.match(line)
+        if not match:
+            raise ValueError("line %d is not a Prometheus sample: %r" % (number, line))
+        name, label_text, value = match.groups()
+        labels, pos = {}, 0
+        label_text = label_text or ""
+        while pos < len(label_text):
+            label = _PROM_LABEL.match(label_text, pos)
+            if not label or label.end() == pos:
+                raise ValueError("line %d has malformed labels: %r" % (number, line))
+            labels[label.group(1)] = re.sub(r'\\(.)', lambda m: "\n" if m.group(1) == "n" else m.group(1), label.group(2))
+            pos = label.end()
+        samples.append({"name": name, "labels": labels, "value": float(value)})
+    return samples
