@@ -104,11 +104,11 @@ test-ansible: venv images $(foreach v,$(ANSIBLE_SERIES),.cache/ansible-$(v)/.ins
 demo: venv images  ## Show the problem and the role's fix on a local container host (DEMO_KEEP=0 removes it)
 	$(call step,Demo host: container uwsgi-demo (net.core.somaxconn=128) with the classic setup)
 	python benchmarks/demo.py setup
-	$(call step,Before: backlog in effect; a burst of 1000 connects; wrk at 400 connections through nginx)
+	$(call step,Before: backlog in effect; a burst of 1000 connects (peak queue read by the sampler); wrk at 400 connections through nginx)
 	python benchmarks/demo.py measure before
 	$(call step,Apply the role: ansible-playbook -i benchmarks/inventory/demo.yml playbooks/site.yml)
 	ANSIBLE_PIPELINING=true ansible-playbook -i benchmarks/inventory/demo.yml playbooks/site.yml
-	$(call step,After: the same measurements)
+	$(call step,After: the same measurements (the role's sampler); the fleet report playbooks/report.yml before nginx restarts)
 	python benchmarks/demo.py measure after
 	$(call step,Before and after)
 	python benchmarks/demo.py report
@@ -125,11 +125,13 @@ $(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	@touch $@
 
-bench: venv images $(VENV)/.bench-installed  ## Bursts, HTTP load and Ansible cost on local containers; results in benchmarks/results/
+bench: venv images $(VENV)/.bench-installed  ## Bursts, HTTP load, Ansible cost and the sampler's CPU on local containers; results in benchmarks/results/
 	$(call step,Benchmark on containers uwsgi-bench*: bursts; HTTP load through nginx; Ansible cost)
 	python benchmarks/bench.py
 	$(call step,Requests lost while a change is applied: stop/start against the graceful path)
 	python benchmarks/apply_bench.py
+	$(call step,The listen-queue sampler's CPU cost: 10 apps at 10 Hz; 60 s inside (--bench) and 60 s outside (/proc))
+	python benchmarks/sampler_bench.py
 
 bench-fleet: venv images  ## Wall time to converge 1, 5 and 10 hosts and rerun; results in benchmarks/results/fleet.md
 	$(call step,Fleet benchmark on containers uwsgi-fbench-*: 1, 5 and 10 hosts)

@@ -111,6 +111,25 @@ def sh(name: str, command: str, check: bool = True, timeout: float = 300) -> sub
     return run(["docker", "exec", name, "sh", "-c", command], check=check, timeout=timeout)
 
 
+def copy_into(name: str, source: pathlib.Path | str, dest: str) -> None:
+    """docker cp a file into the container (not under /tmp or /run: tmpfs there)."""
+    run(["docker", "cp", str(source), f"{name}:{dest}"])
+
+
+def start_detached(name: str, command: str, pidfile: str) -> None:
+    """Start `command` in the background inside the container (docker exec -d);
+    its PID goes to `pidfile`, and the command replaces the shell (exec), so
+    that PID is the command's own."""
+    run(["docker", "exec", "-d", name, "sh", "-c", f"echo $$ > {shlex.quote(pidfile)}; exec {command}"])
+
+
+def stop_detached(name: str, pidfile: str, timeout: float = 10) -> None:
+    """SIGTERM the process started by start_detached, and wait for it to end."""
+    sh(name, f"pid=$(cat {shlex.quote(pidfile)} 2>/dev/null) || exit 0; kill $pid 2>/dev/null || exit 0; "
+             f"i=0; while kill -0 $pid 2>/dev/null && [ $i -lt {int(timeout * 10)} ]; do sleep 0.1; i=$((i+1)); done",
+       check=False, timeout=timeout + 10)
+
+
 # Ansible ---------------------------------------------------------------------
 
 ANSIBLE_ENV = {
@@ -262,6 +281,35 @@ def http_load(name: str, connections: int, seconds: int, service_time: float, th
     })
     result["drain_seconds"] = round(wait_drained(name), 1)
     return result
+
+
+def read_metrics(name: str, path: str) -> list[dict] | None:
+    """The samples of a Prometheus text file in the container (the sampler's
+    output), parsed by the role's parser; None while the file does not exist."""
+    proc = sh(name, f"cat {shlex.quote(path)}", check=False)
+    return parsers.parse_prometheus_text(proc.stdout) if proc.returncode == 0 else None
+
+
+def metric(samples: list[dict] | None, metric_name: str, **labels: str) -> float | None:
+    """The value of the first sample named `metric_name` whose labels include `labels`."""
+    for sample in samples or []:
+        if sample["name"] == metric_name and all(sample["labels"].get(k) == v for k, v in labels.items()):
+            return sample["value"]
+    return None
+
+
+def wait_metrics(name: str, path: str, since: float = 0.0, timeout: float = 20) -> list[dict]:
+    """The sampler's file once it holds a sample taken at or after `since`
+    (Unix time; uwsgi_sampler_last_sample_timestamp_seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = read_metrics(name, path)
+        last = metric(samples, "uwsgi_sampler_last_sample_timestamp_seconds")
+        if last is not None and last >= since:
+            return samples
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name}: no fresh sample in {path} after {timeout:g} s (last: {last})")
+        time.sleep(0.3)
 
 
 # Presentation ----------------------------------------------------------------

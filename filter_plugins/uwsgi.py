@@ -516,6 +516,41 @@ def uwsgi_sysctl_overrides(settings, our_file, wanted):
     return overrides
 
 
+def uwsgi_preflight_errors(plan, probe, ctx):
+    """Everything the host rules out, before any change, each saying what to
+    do: a read-only /proc/sys, a live limit managed elsewhere below the
+    largest listen, a later sysctl file that would win at boot, and the host
+    plan's errors (users, groups, sockets held, directories).
+
+    ctx: host, manage_sysctl, somaxconn (the target), listen_max, sysctl_file,
+    sysctls (the limits the run persists)."""
+    errors = []
+    if ctx["manage_sysctl"]:
+        if not probe.get("proc_sys_writable"):
+            errors.append(
+                "/proc/sys is read-only on %s (an unprivileged container?), so net.core.somaxconn cannot be raised "
+                "to %s from inside. Nothing was changed. Either set it where the container is created (docker run "
+                "--sysctl net.core.somaxconn=%s; docker-compose: sysctls: {net.core.somaxconn: %s}) and set "
+                "uwsgi_manage_sysctl: false, or give the container a writable /proc/sys."
+                % (ctx["host"], ctx["somaxconn"], ctx["somaxconn"], ctx["somaxconn"]))
+        overrides = uwsgi_sysctl_overrides(probe.get("sysctl_settings", []), ctx["sysctl_file"], ctx["sysctls"])
+        if overrides:
+            errors.append(
+                "".join("%s sets %s = %s, below the %s this role persists in %s; it is read later, so it would win at "
+                        "the next boot and uWSGI would refuse to start. " % (o["file"], o["key"], o["value"],
+                                                                               o["wanted"], ctx["sysctl_file"])
+                        for o in overrides)
+                + "Remove or raise those settings, or give uwsgi_sysctl_file a name that sorts after them.")
+    else:
+        live = _int((probe.get("sysctl_live") or {}).get("net.core.somaxconn"))
+        if live is None or live < int(ctx["listen_max"]):
+            errors.append(
+                "uwsgi_manage_sysctl is false and the live net.core.somaxconn is %s, below the largest listen "
+                "(%s): uWSGI would refuse to start. Raise it where it is managed (for a container: --sysctl "
+                "net.core.somaxconn=%s) or lower the listen." % (live, ctx["listen_max"], ctx["listen_max"]))
+    return errors + list(plan.get("errors", []))
+
+
 def uwsgi_proof(apps, probe):
     """Each present app's verdict after the handlers: RUNNING under Supervisor,
     its listen as the backlog in effect on its socket, its app loaded when it
@@ -910,4 +945,5 @@ class FilterModule:
             "uwsgi_rollback_files": uwsgi_rollback_files,
             "uwsgi_sampler_action": uwsgi_sampler_action,
             "uwsgi_report": uwsgi_report,
+            "uwsgi_preflight_errors": uwsgi_preflight_errors,
         }

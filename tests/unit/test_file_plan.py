@@ -140,3 +140,29 @@ def test_how_the_sampler_takes_a_change(changed, state, action):
 
 def test_an_app_cannot_take_the_samplers_program_name():
     assert any("listen-queue sampler" in e for e in errors(apps((0, {"name": "uwsgi-sampler"}))))
+
+
+CTX = {"host": "web-1", "manage_sysctl": True, "somaxconn": 4096, "listen_max": 4096,
+       "sysctl_file": OUR_FILE, "sysctls": WANTED}
+
+
+def test_preflight_refuses_a_read_only_proc_sys_with_the_container_fix():
+    found = f.uwsgi_preflight_errors({"errors": []}, {"proc_sys_writable": False, "sysctl_settings": []}, CTX)
+    assert len(found) == 1 and "/proc/sys is read-only on web-1" in found[0]
+    assert "docker run --sysctl net.core.somaxconn=4096" in found[0] and "uwsgi_manage_sysctl: false" in found[0]
+
+
+def test_preflight_names_a_later_file_that_would_win_at_boot_and_keeps_the_plans_errors():
+    seen = {"proc_sys_writable": True,
+            "sysctl_settings": [{"path": "/etc/sysctl.d/99-zz-low.conf", "key": "net.core.somaxconn", "value": "1024"}]}
+    found = f.uwsgi_preflight_errors({"errors": ["user x does not exist"]}, seen, CTX)
+    assert found[0].startswith("/etc/sysctl.d/99-zz-low.conf sets net.core.somaxconn = 1024, below the 4096")
+    assert found[1] == "user x does not exist"
+
+
+def test_preflight_with_limits_managed_elsewhere_checks_the_live_value():
+    ctx = dict(CTX, manage_sysctl=False, listen_max=8192)
+    seen = {"proc_sys_writable": False, "sysctl_live": {"net.core.somaxconn": 4096}}
+    found = f.uwsgi_preflight_errors({"errors": []}, seen, ctx)
+    assert len(found) == 1 and "live net.core.somaxconn is 4096, below the largest listen (8192)" in found[0]
+    assert f.uwsgi_preflight_errors({"errors": []}, seen, dict(ctx, listen_max=4096)) == []

@@ -184,6 +184,19 @@ def test_later_sysctl_file_that_would_win_at_boot_is_reported(host, tmp_path):
     assert before == after
 
 
+def test_a_tag_subset_that_changes_an_app_still_proves_it_and_rolls_it_back(host, tmp_path):
+    ini = f"/etc/uwsgi/supervisor/{TCP_APP['name']}.ini"
+    ini_before = host.file(ini).sha256sum
+    run = run_with(tmp_path, "broken-tagged", {"uwsgi_apps": apps_with(1, options={"no-such-option": "1"})},
+                   "--tags", "uwsgi_apps")
+    output = hc.said(run)
+    assert run.returncode != 0
+    assert f"app {TCP_APP['name']} failed the proof" in output, output[-3000:]
+    assert "previous ini and program file were restored and it is RUNNING" in output, output[-3000:]
+    assert host.file(ini).sha256sum == ini_before
+    hc.check_running_as(host, TCP_APP)
+
+
 def test_broken_update_is_rolled_back_and_the_app_keeps_serving(host, tmp_path):
     ini = f"/etc/uwsgi/supervisor/{TCP_APP['name']}.ini"
     ini_before = host.file(ini).sha256sum
@@ -196,7 +209,7 @@ def test_broken_update_is_rolled_back_and_the_app_keeps_serving(host, tmp_path):
     # The log lines of the failed start, read before the restore, say why.
     assert "unknown config directive: no-such-option" in output, output[-3000:]
     assert host.file(ini).sha256sum == ini_before
-    assert not host.run("ls /etc/uwsgi/supervisor/ | grep -v '[.]ini$'").stdout.strip(), "backup files left"
+    assert not host.run("ls /etc/uwsgi/supervisor/ /etc/supervisor/conf.d/ | grep '~$'").stdout.strip(), "backup files left"
     hc.check_running_as(host, TCP_APP)
     hc.check_backlog(host, TCP_APP)
     hc.check_request(host, TCP_APP, f"hello from {TCP_APP['name']}")
