@@ -132,6 +132,8 @@ bench: venv images $(VENV)/.bench-installed  ## Bursts, HTTP load, Ansible cost 
 	python benchmarks/apply_bench.py
 	$(call step,The listen-queue sampler's CPU cost: 10 apps at 10 Hz; 60 s inside (--bench) and 60 s outside (/proc))
 	python benchmarks/sampler_bench.py
+	$(call step,Ansible cost of a rerun with 2 and 40 apps against a fact-only play; beside the role at its baseline commit)
+	python benchmarks/cost_bench.py
 
 bench-fleet: venv images  ## Wall time to converge 1, 5 and 10 hosts and rerun; results in benchmarks/results/fleet.md
 	$(call step,Fleet benchmark on containers uwsgi-fbench-*: 1, 5 and 10 hosts)
