@@ -5,6 +5,7 @@ them and act on the result."""
 from __future__ import annotations
 
 import importlib.util
+import hashlib
 import json
 import os
 import posixpath
@@ -76,6 +77,9 @@ def uwsgi_normalize(apps, settings):
             "startsecs": int(_pick(app.get("startsecs"), settings["startsecs"])),
             "ready_timeout": int(_pick(app.get("ready_timeout"), settings.get("ready_timeout", 60))),
             "check_path": _pick(app.get("check_path"), None),
+            "packages": [str(p) for p in app.get("packages") or []] if isinstance(app.get("packages"), list)
+            else app.get("packages") or [],
+            "requirements": _pick(app.get("requirements"), None),
             "options": app.get("options") or {},
             "environment": app.get("environment") or {},
             "uwsgi_venv": uwsgi_venv,
@@ -138,6 +142,73 @@ def _uncarried(value, names):
     return None
 
 
+# A pip requirement as one token: a project name, extras, a version specifier
+# or a direct reference; never an option (-e, --index-url) and never blanks.
+_PIP_REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?([<>=!~]=?[A-Za-z0-9.*+!_-]+(,[<>=!~]=?[A-Za-z0-9.*+!_-]+)*"
+                              r"|\s*@\s*[A-Za-z0-9+.:/_%?=&#-]+)?$")
+
+
+def _dependency_errors(where, app, settings):
+    """What is wrong with an app's `packages` and `requirements`."""
+    errors = []
+    packages, requirements = app.get("packages") or [], app.get("requirements")
+    if not packages and not requirements:
+        return errors
+    if settings.get("install_method") != "pip":
+        errors.append("%s: packages and requirements are installed into the app's virtualenv, which only "
+                      "uwsgi_install_method: pip builds; with apt, install the app's dependencies with Debian's "
+                      "packages (python3-...) or set uwsgi_install_method: pip." % where)
+        return errors
+    if not app.get("virtualenv"):
+        errors.append("%s: packages and requirements need the app's own virtualenv (set virtualenv), so they never "
+                      "change uwsgi_pip_virtualenv, which other apps share." % where)
+    if not isinstance(packages, list):
+        errors.append("%s: packages must be a list of pip requirements such as flask==3.0.3." % where)
+    else:
+        for package in packages:
+            if not _PIP_REQUIREMENT.match(str(package)):
+                errors.append("%s: packages entry %r is not one pip requirement (a name with an optional version "
+                              "such as flask==3.0.3, no options and no blanks)." % (where, str(package)[:80]))
+    if requirements is not None and not re.match(r"^/[A-Za-z0-9._/+@-]+$", str(requirements)):
+        errors.append("%s: requirements %r must be the absolute path of a requirements file on the host (letters, "
+                      "digits and . _ - / + @)." % (where, str(requirements)[:120]))
+    return errors
+
+
+def uwsgi_venv_plan(apps, probe, pin):
+    """What each virtualenv needs before its apps start: uWSGI built at the
+    pinned version (and with PCRE, for internal routing), and the apps'
+    packages and requirements installed when they differ from what the role
+    last installed there (a digest kept in the venv). Apps sharing a venv share
+    its dependencies; each of them reloads when they change."""
+    seen = probe.get("venvs") or {}
+    hashes = probe.get("requirements") or {}
+    build, deps = [], []
+    by_venv = {}
+    for app in apps:
+        if app.get("state", "present") == "present" and app.get("uwsgi_venv"):
+            by_venv.setdefault(app["uwsgi_venv"], []).append(app)
+    for venv in sorted(by_venv):
+        found = seen.get(venv) or {}
+        if found.get("uwsgi") != str(pin):
+            build.append({"venv": venv, "force": False})
+        elif not found.get("pcre"):
+            build.append({"venv": venv, "force": True})
+        members = by_venv[venv]
+        packages = sorted({p for app in members for p in app.get("packages") or []})
+        requirements = sorted({app["requirements"] for app in members if app.get("requirements")})
+        if not packages and not requirements:
+            continue
+        digest_input = json.dumps({"packages": packages,
+                                   "requirements": {path: hashes.get(path) for path in requirements}}, sort_keys=True)
+        digest = "sha256:" + hashlib.sha256(digest_input.encode()).hexdigest()
+        if found.get("deps") != digest:
+            deps.append({"venv": venv, "packages": packages, "requirements": requirements, "digest": digest,
+                         "apps": [app["name"] for app in members],
+                         "missing": [path for path in requirements if hashes.get(path) is None]})
+    return {"build": build, "deps": deps}
+
+
 def uwsgi_input_errors(apps, settings, sysctls):
     """Every input error the argument specs cannot express, each saying what to change.
 
@@ -171,6 +242,7 @@ def uwsgi_input_errors(apps, settings, sysctls):
         names.add(app["name"])
         if app["state"] != "present":
             continue
+        errors.extend(_dependency_errors(where, app, settings))
         listen = app["listen"]
         if listen < 1 or listen > 65535:
             errors.append("%s: listen (%d) must be between 1 and 65535." % (where, listen))
@@ -548,6 +620,10 @@ def uwsgi_preflight_errors(plan, probe, ctx):
                 "uwsgi_manage_sysctl is false and the live net.core.somaxconn is %s, below the largest listen "
                 "(%s): uWSGI would refuse to start. Raise it where it is managed (for a container: --sysctl "
                 "net.core.somaxconn=%s) or lower the listen." % (live, ctx["listen_max"], ctx["listen_max"]))
+    for deps in (ctx.get("venv_plan") or {}).get("deps", []):
+        for path in deps.get("missing", []):
+            errors.append("requirements file %s of %s does not exist on %s: create it before the run, or fix "
+                          "requirements." % (path, ", ".join(deps["apps"]), ctx["host"]))
     return errors + list(plan.get("errors", []))
 
 
@@ -656,6 +732,7 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             plan["why"].append("%s: start (it was %s)" % (name, state or "not loaded"))
             continue
         files_changed = name in changed.get("inis", []) or name in changed.get("envs", [])
+        deps_changed = name in changed.get("deps", [])
         # The config the master last took: the role's record of its last proven
         # run, else when the master last (re)started.
         took = (probe.get("applied") or {}).get(name, record.get("started"))
@@ -671,6 +748,8 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             reasons.append("its ini or environment changed")
         elif pending:
             reasons.append("its files changed after its master last read them")
+        if deps_changed:
+            reasons.append("its packages changed")
         if wrong_workers:
             reasons.append("it runs %d workers, not %d" % (workers, app["processes"]))
         if backlog != app["listen"]:
@@ -692,7 +771,7 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             plan["listen"].append({"name": name, "socket": app["socket"], "backlog": app["listen"],
                                    "pid": programs.get(name, {}).get("pid"), "uid": app["uid"], "gid": app["gid"],
                                    "was": backlog})
-        if files_changed or pending or wrong_workers or (backlog is not None and backlog != app["listen"]):
+        if files_changed or deps_changed or pending or wrong_workers or (backlog is not None and backlog != app["listen"]):
             plan["reload"].append(name)
             plan["why"].append("%s: %sgraceful reload (%s)" % (
                 name, "listen %s -> %d on the open socket, then " % (backlog, app["listen"])
@@ -946,4 +1025,5 @@ class FilterModule:
             "uwsgi_sampler_action": uwsgi_sampler_action,
             "uwsgi_report": uwsgi_report,
             "uwsgi_preflight_errors": uwsgi_preflight_errors,
+            "uwsgi_venv_plan": uwsgi_venv_plan,
         }

@@ -38,7 +38,12 @@ options:
         since its offset says its app is loaded, or it gave up (exit, game over, a new master), or the timeout.
   since: {type: float, description: Epoch seconds when this run began (workers forked later are new).}
   service: {type: str, description: A systemd unit whose active and enabled state to report.}
-  venvs: {type: list, elements: path, default: [], description: Virtualenvs whose installed uWSGI version to report.}
+  venvs:
+    type: list
+    elements: path
+    default: []
+    description: Virtualenvs whose uWSGI (version, built with PCRE) and the role's digest of their packages to report.
+  requirements: {type: list, elements: path, default: [], description: Requirements files whose sha256 to report.}
   textfile: {type: path, description: The sampler's metrics file (Prometheus text) to read and parse.}
   checks:
     type: list
@@ -217,6 +222,35 @@ def pip_version(venv, project):
     return None
 
 
+# The role's record, inside a virtualenv, of the packages it last installed there.
+DEPS_MARKER = ".backlogops-uwsgi-deps"
+
+
+def venv_info(venv):
+    """A virtualenv's uWSGI: its version, whether it was built with PCRE (the
+    binary needs libpcre2 or libpcre, which internal routing requires), and
+    the digest of the packages the role last installed there."""
+    binary = os.path.join(venv, "bin", "uwsgi")
+    pcre = False
+    try:
+        with open(binary, "rb") as handle:
+            data = handle.read()
+        pcre = b"libpcre2-8.so" in data or b"libpcre.so" in data
+    except OSError:
+        pass
+    deps = read(os.path.join(venv, DEPS_MARKER))
+    return {"uwsgi": pip_version(venv, "uwsgi"), "pcre": pcre, "deps": deps.strip() if deps else None}
+
+
+def sha256_of(path):
+    import hashlib  # pylint: disable=import-outside-toplevel
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return None
+
+
 def applied_record(path):
     import json  # pylint: disable=import-outside-toplevel
     try:
@@ -390,6 +424,7 @@ def main():
             "since": {"type": "float"},
             "service": {"type": "str"},
             "venvs": {"type": "list", "elements": "path", "default": []},
+            "requirements": {"type": "list", "elements": "path", "default": []},
             "textfile": {"type": "path"},
         },
         supports_check_mode=True,
@@ -494,7 +529,8 @@ def main():
         "packages": packages,
         "python_apt": python_apt,
         "service": service,
-        "uwsgi_in_venvs": {venv: pip_version(venv, "uwsgi") for venv in p["venvs"]},
+        "venvs": {venv: venv_info(venv) for venv in p["venvs"]},
+        "requirements": {path: sha256_of(path) for path in p["requirements"]},
     }
     if p["textfile"]:
         text = read(p["textfile"])

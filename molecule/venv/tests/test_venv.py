@@ -127,3 +127,71 @@ def test_new_uwsgi_release_is_built_and_every_app_restarted_on_it(host, tmp_path
         hc.check_backlog(host, app)
         hc.check_request(host, app, f"hello from {app['name']}")
     assert hc.supervisord_pid(host) == supervisord
+
+
+ROUTED = next(a for a in APPS if a["name"] == "venvapp")
+BASE_APPS = PLAY_VARS["uwsgi_apps"]
+
+
+def with_apps(**per_app):
+    """The playbook's apps, with some keys changed per app name."""
+    return [dict(app, **per_app.get(app["name"], {})) for app in BASE_APPS]
+
+
+def test_a_route_option_works_in_the_pip_build(host):
+    """uWSGI is built with PCRE: internal routing answers, and the log never
+    says it lacks routing support."""
+    out = host.run(f"uwsgiprobe request {ROUTED['socket']} /routed --protocol {ROUTED['protocol']}").stdout
+    assert out.splitlines()[0].split()[1] == "204", out
+    log = host.file(f"/var/log/supervisor/{ROUTED['name']}.log").content_string
+    assert "no internal routing support" not in log
+    assert "libpcre2-8.so" in host.check_output(f"ldd {venv_of(ROUTED)}/bin/uwsgi")
+
+
+def test_the_apps_packages_were_installed_by_the_role_before_their_first_start(host):
+    """prepare made no virtualenv: the role built it, installed uWSGI, then the
+    apps' packages and requirements, and recorded what it installed."""
+    venv = "/srv/venvapp/venv"
+    flask = host.check_output(f"{venv}/bin/python -c 'import importlib.metadata as m; print(m.version(\"flask\"))'")
+    assert flask == "3.0.3"
+    assert host.file(f"{venv}/.backlogops-uwsgi-deps").content_string.startswith("sha256:")
+
+
+def test_a_package_change_reloads_the_apps_and_a_pip_error_changes_nothing(host, tmp_path):
+    venv_apps = [a for a in APPS if a["virtualenv"]]
+    pids = {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in venv_apps}
+    files = "sha256sum /etc/uwsgi/supervisor/*.ini /etc/supervisor/conf.d/*.conf /srv/venvapp/venv/.backlogops-uwsgi-deps"
+    requirements = host.file("/srv/venvapp/requirements.txt").content_string
+    try:
+        # pip's resolver refuses two pins of one project: its own words come back.
+        before = host.check_output(files)
+        path = tmp_path / "conflict.json"
+        path.write_text(json.dumps({"uwsgi_apps": with_apps(venvapp={"packages": ["flask==3.0.2"]})}))
+        run = hc.run_playbook(PLAYBOOK, "-e", f"@{path}")
+        output = hc.said(run)
+        assert run.returncode != 0
+        assert "pip could not install" in output and "conflicting dependencies" in output, output[-3000:]
+        assert host.check_output(files) == before
+        assert {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in venv_apps} == pids
+        # Both pins move: installed, and each app of the venv reloads (same master).
+        host.check_output("echo flask==3.0.2 > /srv/venvapp/requirements.txt")
+        changed = run_with(tmp_path, {"uwsgi_apps": with_apps(venvapp={"packages": ["flask==3.0.2"]})})
+        assert "graceful reload (its packages changed)" in hc.said(changed)
+        for app in venv_apps:
+            assert hc.about(host, app)["flask"] == "3.0.2"
+            assert hc.supervisor_state(host, app["name"]) == ("RUNNING", pids[app["name"]])
+    finally:
+        host.check_output(f"printf %s {json.dumps(requirements)} > /srv/venvapp/requirements.txt")
+        run_with(tmp_path, {})
+    for app in venv_apps:
+        assert hc.about(host, app)["flask"] == "3.0.3"
+
+
+def test_packages_without_the_apps_own_virtualenv_are_refused_before_any_change(host, tmp_path):
+    before = host.check_output("sha256sum /etc/uwsgi/supervisor/*.ini /etc/supervisor/conf.d/*.conf")
+    path = tmp_path / "shared.json"
+    path.write_text(json.dumps({"uwsgi_apps": with_apps(venvhttp={"packages": ["six==1.16.0"]})}))
+    run = hc.run_playbook(PLAYBOOK, "-e", f"@{path}")
+    assert run.returncode != 0
+    assert "packages and requirements need the app's own virtualenv" in hc.said(run), hc.said(run)[-2500:]
+    assert host.check_output("sha256sum /etc/uwsgi/supervisor/*.ini /etc/supervisor/conf.d/*.conf") == before

@@ -1,0 +1,72 @@
+"""pip mode: what each virtualenv needs before its apps start (uWSGI at the
+pinned version, built with PCRE; the apps' packages and requirements), how a
+change of them reaches the apps, and the inputs refused before any change."""
+
+import pytest
+
+from conftest import filters as f
+from test_decisions import SETTINGS
+
+PIP = dict(SETTINGS, install_method="pip", plugins=[], binary=None)
+
+
+def pip_apps(*apps):
+    base = {"module": "app:app", "chdir": "/srv/app"}
+    return f.uwsgi_normalize([dict(base, **a) for a in apps], PIP)
+
+
+def plan(apps, venvs=None, requirements=None, pin="2.0.31"):
+    return f.uwsgi_venv_plan(apps, {"venvs": venvs or {}, "requirements": requirements or {}}, pin)
+
+
+def test_a_new_venv_gets_uwsgi_then_its_apps_packages():
+    apps = pip_apps({"name": "a", "virtualenv": "/srv/a/venv", "packages": ["flask==3.0.3"]})
+    result = plan(apps)
+    assert result["build"] == [{"venv": "/srv/a/venv", "force": False}]
+    assert [(d["venv"], d["packages"], d["apps"]) for d in result["deps"]] == [("/srv/a/venv", ["flask==3.0.3"], ["a"])]
+    assert result["deps"][0]["digest"].startswith("sha256:")
+
+
+def test_a_converged_venv_needs_nothing():
+    apps = pip_apps({"name": "a", "virtualenv": "/srv/a/venv", "packages": ["flask==3.0.3"],
+                     "requirements": "/srv/a/requirements.txt"})
+    digest = plan(apps, requirements={"/srv/a/requirements.txt": "abc"})["deps"][0]["digest"]
+    venvs = {"/srv/a/venv": {"uwsgi": "2.0.31", "pcre": True, "deps": digest}}
+    assert plan(apps, venvs, {"/srv/a/requirements.txt": "abc"}) == {"build": [], "deps": []}
+    # The requirements file's content is part of the digest.
+    changed = plan(apps, venvs, {"/srv/a/requirements.txt": "def"})
+    assert [d["venv"] for d in changed["deps"]] == ["/srv/a/venv"]
+
+
+def test_uwsgi_without_pcre_is_rebuilt_by_force_and_apps_sharing_a_venv_share_its_packages():
+    apps = pip_apps({"name": "a", "virtualenv": "/v", "packages": ["flask==3.0.3"]},
+                    {"name": "b", "virtualenv": "/v", "packages": ["six==1.16.0"], "socket": "127.0.0.1:9000"})
+    result = plan(apps, {"/v": {"uwsgi": "2.0.31", "pcre": False, "deps": None}})
+    assert result["build"] == [{"venv": "/v", "force": True}]
+    assert result["deps"][0]["packages"] == ["flask==3.0.3", "six==1.16.0"] and result["deps"][0]["apps"] == ["a", "b"]
+
+
+def test_a_missing_requirements_file_is_named():
+    apps = pip_apps({"name": "a", "virtualenv": "/v", "requirements": "/srv/a/req.txt"})
+    assert plan(apps)["deps"][0]["missing"] == ["/srv/a/req.txt"]
+
+
+@pytest.mark.parametrize("app, settings, words", [
+    ({"packages": ["flask==3.0.3"], "virtualenv": "/v"}, SETTINGS, "only uwsgi_install_method: pip builds"),
+    ({"packages": ["flask==3.0.3"]}, PIP, "need the app's own virtualenv"),
+    ({"packages": ["--index-url=http://x"], "virtualenv": "/v"}, PIP, "is not one pip requirement"),
+    ({"packages": ["flask ==3.0.3; rm -rf /"], "virtualenv": "/v"}, PIP, "is not one pip requirement"),
+    ({"packages": ["flask\n==3"], "virtualenv": "/v"}, PIP, "is not one pip requirement"),
+    ({"packages": "flask", "virtualenv": "/v"}, PIP, "must be a list"),
+    ({"requirements": "requirements.txt", "virtualenv": "/v"}, PIP, "absolute path of a requirements file"),
+])
+def test_bad_dependencies_are_refused_saying_what_to_change(app, settings, words):
+    apps = f.uwsgi_normalize([dict({"name": "a", "module": "app:app"}, **app)], settings)
+    found = f.uwsgi_input_errors(apps, settings, {"net.core.somaxconn": 4096, "net.ipv4.tcp_max_syn_backlog": 4096})
+    assert any(words in e for e in found), found
+
+
+@pytest.mark.parametrize("package", ["flask", "flask==3.0.3", "Flask[async]>=3,<4", "pkg~=1.2", "x @ https://h/x.whl"])
+def test_ordinary_requirements_pass(package):
+    apps = pip_apps({"name": "a", "virtualenv": "/v", "packages": [package]})
+    assert f.uwsgi_input_errors(apps, PIP, {"net.core.somaxconn": 4096, "net.ipv4.tcp_max_syn_backlog": 4096}) == []
