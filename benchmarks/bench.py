@@ -139,13 +139,8 @@ def timed_play(playbook: str, host: str) -> dict:
                                 env={"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
                                      "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"})
     wall = time.monotonic() - start
-    try:
-        out = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError:
-        raise SystemExit(f"{playbook} on {host}: no JSON output (rc {proc.returncode})\n{proc.stderr[-3000:]}") from None
+    out = lib.play_result(proc, playbook, host)
     stats = out["stats"][host]
-    if proc.returncode != 0 or stats.get("failures") or stats.get("unreachable"):
-        raise SystemExit(f"{playbook} on {host} failed: {stats}\n{proc.stdout[-3000:]}")
     tasks = []
     for play in out["plays"]:
         for task in play["tasks"]:

@@ -112,13 +112,8 @@ def play(kind: str, which: str, inv: pathlib.Path, tree: pathlib.Path, extra: li
     proc = lib.ansible_playbook(str(inv), playbook, "--limit", host, *(extra if kind != "facts" else []),
                                 capture=True, check=False, env=env)
     after = (resource.getrusage(resource.RUSAGE_CHILDREN), container_usec(host), engine_ticks(), time.monotonic())
-    try:
-        out = json.loads(proc.stdout[proc.stdout.index("{"):])
-    except ValueError:
-        raise SystemExit(f"{playbook} on {host}: no JSON output (rc {proc.returncode})\n{proc.stderr[-3000:]}") from None
+    out = lib.play_result(proc, playbook, host)
     stats = out["stats"][host]
-    if proc.returncode != 0 or stats.get("failures") or stats.get("unreachable"):
-        raise SystemExit(f"{playbook} on {host} failed: {stats}\n{proc.stdout[-3000:]}")
     runs = 0
     for p in out["plays"]:
         for task in p["tasks"]:

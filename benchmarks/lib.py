@@ -146,6 +146,18 @@ def ansible_playbook(inventory: str, playbook: str, *extra: str, capture: bool =
     return run(argv, timeout=900, check=check, capture=capture, env={**ANSIBLE_ENV, **(env or {})})
 
 
+def play_result(proc: subprocess.CompletedProcess, playbook: str, host: str) -> dict:
+    """The ansible.posix.json callback's output of a run; exits on a failed run."""
+    try:
+        out = json.loads(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        raise SystemExit(f"{playbook} on {host}: no JSON output (rc {proc.returncode})\n{proc.stderr[-3000:]}") from None
+    stats = out["stats"][host]
+    if proc.returncode != 0 or stats.get("failures") or stats.get("unreachable"):
+        raise SystemExit(f"{playbook} on {host} failed: {stats}\n{proc.stdout[-3000:]}")
+    return out
+
+
 # Measurements inside a container ----------------------------------------------
 
 def sysctl(name: str, key: str) -> int:
