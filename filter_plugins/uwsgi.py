@@ -498,6 +498,9 @@ def uwsgi_host_plan(apps, probe, settings):
         "removals": removals,
         "unlisted": unlisted,
         "kept": kept,
+        # Unlisted apps that keep running, with the socket their ini binds (the sampler watches them too).
+        "kept_apps": [{"name": name, "socket": (managed[name].get("sockets") or [None])[0]} for name in kept
+                      if (managed[name].get("sockets") or [None])[0]],
         "previous": previous,
         "empty": not present and not kept,
     }
@@ -823,11 +826,13 @@ def uwsgi_applied_record(verdicts, probe, previous=None):
 SAMPLER_PROGRAM = "uwsgi-sampler"
 
 
-def uwsgi_sampler_config(apps, settings):
-    """The sampler's config (JSON): every present app's socket, and where and
-    how often it writes."""
+def uwsgi_sampler_config(apps, settings, kept=None):
+    """The sampler's config (JSON): the socket of every present app and of
+    every unlisted app the role keeps running, and where and how often it
+    writes."""
     return {
-        "apps": [{"name": app["name"], "socket": app["socket"]} for app in apps],
+        "apps": sorted([{"name": app["name"], "socket": app["socket"]} for app in apps] + list(kept or []),
+                       key=lambda a: a["name"]),
         "interval": float(settings["interval"]),
         "window": float(settings["window"]),
         "alert_ratio": float(settings["alert_ratio"]),
@@ -891,7 +896,8 @@ def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
         copies.append({"src": "uwsgi_sampler.py", "path": paths["sampler"], "owner": "root", "group": "root",
                        "mode": "0755"})
         contents.append({"path": paths["sampler_config"], "owner": "root", "group": "root", "mode": "0644",
-                         "content": json.dumps(uwsgi_sampler_config(apps, sampler), indent=2, sort_keys=True) + "\n"})
+                         "content": json.dumps(uwsgi_sampler_config(apps, sampler, plan.get("kept_apps")), indent=2,
+                                               sort_keys=True) + "\n"})
         templates.append({"src": "etc/supervisor/conf.d/sampler.conf.j2", "owner": "root", "group": "root",
                           "mode": "0644", "path": "%s/%s.conf" % (paths["supervisor_conf_dir"], SAMPLER_PROGRAM)})
     return {"dirs": dirs, "templates": templates, "copies": copies, "contents": contents}

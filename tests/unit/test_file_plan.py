@@ -115,8 +115,8 @@ def test_the_sampler_gets_its_script_config_program_and_a_writable_textfile_dire
     plan = f.uwsgi_file_plan(present, f.uwsgi_host_plan(present, probe(), SETTINGS), PATHS, full, SAMPLER)
     assert {"path": "/var/lib/prometheus/node-exporter", "mode": "g+rwx", "group": "uwsgi-sampler"} in plan["dirs"]
     config = json.loads(plan["contents"][0]["content"])
-    assert config["apps"] == [{"name": "flaskapp", "socket": "/run/uwsgi/flaskapp.sock"},
-                              {"name": "flaskapi", "socket": "127.0.0.1:8001"}]
+    assert config["apps"] == [{"name": "flaskapi", "socket": "127.0.0.1:8001"},
+                              {"name": "flaskapp", "socket": "/run/uwsgi/flaskapp.sock"}]
     assert config["output"] == "/var/lib/prometheus/node-exporter/uwsgi.prom" and config["interval"] == 0.1
     assert plan["templates"][-1]["path"] == "/etc/supervisor/conf.d/uwsgi-sampler.conf"
     # In check mode before its user exists, the directory's group is left alone.
@@ -166,3 +166,13 @@ def test_preflight_with_limits_managed_elsewhere_checks_the_live_value():
     found = f.uwsgi_preflight_errors({"errors": []}, seen, ctx)
     assert len(found) == 1 and "live net.core.somaxconn is 4096, below the largest listen (8192)" in found[0]
     assert f.uwsgi_preflight_errors({"errors": []}, seen, dict(ctx, listen_max=4096)) == []
+
+
+def test_the_sampler_keeps_watching_an_unlisted_app_the_role_keeps_running():
+    full = apps()
+    listed = [a for a in f.uwsgi_public(full) if a["name"] == "flaskapi"]
+    host_plan = f.uwsgi_host_plan(listed, probe(), SETTINGS)
+    assert host_plan["kept"] == ["flaskapp"]
+    plan = f.uwsgi_file_plan(listed, host_plan, PATHS, full, SAMPLER)
+    names = [a["name"] for a in json.loads(plan["contents"][0]["content"])["apps"]]
+    assert names == ["flaskapi", "flaskapp"]
