@@ -2,6 +2,7 @@
 pip) on a bare Debian host, one app per socket kind."""
 
 import json
+import shlex
 
 import pytest
 import yaml
@@ -181,7 +182,7 @@ def test_a_package_change_reloads_the_apps_and_a_pip_error_changes_nothing(host,
             assert hc.about(host, app)["flask"] == "3.0.2"
             assert hc.supervisor_state(host, app["name"]) == ("RUNNING", pids[app["name"]])
     finally:
-        host.check_output(f"printf %s {json.dumps(requirements)} > /srv/venvapp/requirements.txt")
+        host.check_output(f"echo {shlex.quote(requirements.strip())} > /srv/venvapp/requirements.txt")
         run_with(tmp_path, {})
     for app in venv_apps:
         assert hc.about(host, app)["flask"] == "3.0.3"
