@@ -168,15 +168,7 @@ def last_start(log_dir, name, pid):
             return time.mktime(time.strptime(" ".join(found[-1].split()), "%a %b %d %H:%M:%S %Y"))
     except (OSError, ValueError):
         pass
-    if pid:
-        try:
-            ticks = int(read("/proc/%d/stat" % pid, "").rpartition(")")[2].split()[19])
-            boot = next(float(line.split()[1]) for line in read("/proc/stat", "").splitlines()
-                        if line.startswith("btime "))
-            return boot + ticks / os.sysconf("SC_CLK_TCK")
-        except (ValueError, IndexError, StopIteration):
-            pass
-    return None
+    return started_at(pid) if pid else None
 
 
 def mtime(*paths):
