@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 VENV ?= .venv
 DISTRO ?= bookworm
-SCENARIOS ?= default venv
+SCENARIOS ?= default venv container
 # `make test-platforms`: the Debian releases the role supports, and what runs on each.
 PLATFORMS ?= bullseye bookworm trixie
 PLATFORM_SCENARIOS ?= default
@@ -39,9 +39,10 @@ docker:  ## Install and start Docker from Debian's packages if needed
 	$(call step,Docker engine)
 	@tests/harness/docker-up.sh
 
-images: docker  ## Build the test image for DISTRO (default bookworm) if missing
+images: docker  ## Build the test images for DISTRO (default bookworm: a host with systemd, a container base without) if missing
 	$(call step,Test image uwsgi-role-test:$(DISTRO))
 	@tests/harness/build-image.sh $(DISTRO)
+	@tests/harness/build-image.sh $(DISTRO) container
 
 docs: venv  ## Regenerate the README's variable table (meta/argument_specs.yml) and example playbooks (playbooks/)
 	python tests/harness/readme_vars.py
@@ -60,7 +61,7 @@ unit: venv  ## Unit tests of the role's parsers and decisions (tests/unit), in s
 	$(call step,Unit tests: parsers against captured host output, the role's decisions)
 	pytest -q -p no:cacheprovider tests/unit
 
-molecule: venv images  ## Run the molecule SCENARIOS (default: default venv) on DISTRO
+molecule: venv images  ## Run the molecule SCENARIOS (default: default venv container) on DISTRO
 	@set -e; for s in $(SCENARIOS); do \
 	  printf '\n\033[1m==> molecule test -s %s (%s)\033[0m\n' "$$s" "$(DISTRO)"; \
 	  molecule test -s $$s; \

@@ -220,6 +220,11 @@ def uwsgi_input_errors(apps, settings, sysctls):
         errors.append("uwsgi_somaxconn (%d) is above 65535: set uwsgi_somaxconn to 65535 or less." % somaxconn)
     if syn < 1:
         errors.append("uwsgi_tcp_max_syn_backlog (%d) must be at least 1." % syn)
+    target = settings.get("target", "host")
+    if target != "host" and settings.get("manage_sysctl"):
+        errors.append("uwsgi_target is %s, and a container's net.core.somaxconn is set where the container is created "
+                      "(docker run --sysctl, compose sysctls:, Kubernetes securityContext.sysctls), not from inside "
+                      "it: set uwsgi_manage_sysctl: false." % target)
     if settings.get("install_method") == "pip" and settings.get("plugins"):
         errors.append("uwsgi_plugins (%s) cannot be loaded by a uWSGI built by pip, which has Python built in and no "
                       "plugin directory: leave uwsgi_plugins unset or set it to []." % ", ".join(settings["plugins"]))
@@ -597,9 +602,18 @@ def uwsgi_preflight_errors(plan, probe, ctx):
     largest listen, a later sysctl file that would win at boot, and the host
     plan's errors (users, groups, sockets held, directories).
 
-    ctx: host, manage_sysctl, somaxconn (the target), listen_max, sysctl_file,
-    sysctls (the limits the run persists)."""
+    ctx: host, target (host, container or image), install_packages,
+    manage_sysctl, somaxconn (the target), listen_max, sysctl_file, sysctls
+    (the limits the run persists)."""
     errors = []
+    target = ctx.get("target", "host")
+    if target == "host" and ctx.get("install_packages") and probe.get("systemd") is False:
+        errors.append(
+            "no systemd runs on %s, so nothing would keep Supervisor running. Nothing was changed. In a container "
+            "without systemd set uwsgi_target: container (the role starts supervisord when it does not run; the "
+            "container's command should be supervisord -n); while building an image, uwsgi_target: image. Either "
+            "way set uwsgi_manage_sysctl: false and give the container its sysctls where it is created."
+            % ctx["host"])
     if ctx["manage_sysctl"]:
         if not probe.get("proc_sys_writable"):
             errors.append(
@@ -616,13 +630,17 @@ def uwsgi_preflight_errors(plan, probe, ctx):
                                                                                o["wanted"], ctx["sysctl_file"])
                         for o in overrides)
                 + "Remove or raise those settings, or give uwsgi_sysctl_file a name that sorts after them.")
-    else:
+    elif target != "image":
+        # An image's containers get their sysctls when they are created, not
+        # from the build: an image build does not check them.
         live = _int((probe.get("sysctl_live") or {}).get("net.core.somaxconn"))
         if live is None or live < int(ctx["listen_max"]):
             errors.append(
-                "uwsgi_manage_sysctl is false and the live net.core.somaxconn is %s, below the largest listen "
-                "(%s): uWSGI would refuse to start. Raise it where it is managed (for a container: --sysctl "
-                "net.core.somaxconn=%s) or lower the listen." % (live, ctx["listen_max"], ctx["listen_max"]))
+                "uwsgi_manage_sysctl is false and the live net.core.somaxconn on %s is %s, below the largest listen "
+                "(%s): uWSGI would refuse to start. Nothing was changed. Raise it where it is managed (a container: "
+                "docker run --sysctl net.core.somaxconn=%s, compose sysctls: {net.core.somaxconn: %s}, Kubernetes "
+                "securityContext.sysctls) or lower the listen."
+                % (ctx["host"], live, ctx["listen_max"], ctx["listen_max"], ctx["listen_max"]))
     for deps in (ctx.get("venv_plan") or {}).get("deps", []):
         for path in deps.get("missing", []):
             errors.append("requirements file %s of %s does not exist on %s: create it before the run, or fix "
@@ -870,6 +888,9 @@ def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
              for path in (paths["config_dir"], paths["helper"].rsplit("/", 1)[0])]
     templates = []
     if plan.get("dirs"):
+        # tmpfiles.d is systemd's: a container without systemd may lack it. The
+        # file is also the role's record of the directories it created.
+        dirs.append({"path": paths["tmpfiles"].rsplit("/", 1)[0], "owner": "root", "group": "root", "mode": "0755"})
         templates.append({"src": "etc/tmpfiles.d/uwsgi.conf.j2", "path": paths["tmpfiles"],
                           "owner": "root", "group": "root", "mode": "0644"})
     for app in apps:

@@ -490,7 +490,9 @@ def main():
 
     service = None
     systemctl = module.get_bin_path("systemctl")
-    if p["service"] and systemctl and os.path.isdir("/run/systemd/system"):
+    # sd_booted(): systemd runs as the init system.
+    systemd = os.path.isdir("/run/systemd/system")
+    if p["service"] and systemctl and systemd:
         service = {
             "active": module.run_command([systemctl, "is-active", "--quiet", p["service"]])[0] == 0,
             "enabled": module.run_command([systemctl, "is-enabled", "--quiet", p["service"]])[0] == 0,
@@ -521,6 +523,7 @@ def main():
         "packages": packages,
         "python_apt": python_apt,
         "service": service,
+        "systemd": systemd,
         "venvs": {venv: venv_info(venv) for venv in p["venvs"]},
         "requirements": {path: sha256_of(path) for path in p["requirements"]},
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine answers on this machine, installing Debian's
-# docker.io and debootstrap when they are missing and starting dockerd in the
+# docker.io, docker-compose and debootstrap when they are missing and starting dockerd in the
 # background when no engine runs. Idempotent: does nothing when docker works.
 set -euo pipefail
 
@@ -9,6 +9,8 @@ log() { printf '[docker-up] %s\n' "$*" >&2; }
 need_pkgs=()
 [ -x /usr/sbin/dockerd ] || need_pkgs+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
+# The container scenario runs the README's compose example.
+command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing ${need_pkgs[*]} from Debian's archive"
   export DEBIAN_FRONTEND=noninteractive

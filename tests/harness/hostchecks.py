@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import time
 
@@ -33,6 +34,22 @@ def _role_parsers():
 
 
 parsers = _role_parsers()
+
+
+def readme_block(first_line: str, kind: str = "yaml") -> str:
+    """The README's fenced block of `kind` that starts with `first_line`."""
+    readme = (PROJECT / "README.md").read_text()
+    for block in re.findall(r"```%s\n(.*?)```" % re.escape(kind), readme, re.S):
+        if block.startswith(first_line + "\n"):
+            return block
+    raise AssertionError(f"README.md has no {kind} block starting with {first_line!r}")
+
+
+def metric_samples(text: str) -> list:
+    """Every sample of a Prometheus text exposition, by the Prometheus client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
 
 def apps_from_playbook(path: str | pathlib.Path) -> list[dict]:
@@ -179,9 +196,9 @@ def restart_container(name: str) -> None:
     subprocess.run(["docker", "restart", "--time", "20", name], check=True, capture_output=True)
 
 
-def run_playbook(playbook: str | pathlib.Path, *args: str) -> subprocess.CompletedProcess:
-    """Run a playbook against the scenario's inventory with molecule's settings."""
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+def run_playbook(playbook: str | pathlib.Path, *args: str, inventory: str | None = None) -> subprocess.CompletedProcess:
+    """Run a playbook against the scenario's inventory (or `inventory`) with molecule's settings."""
+    inventory = inventory or os.environ["MOLECULE_INVENTORY_FILE"]
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     return subprocess.run(
         ["ansible-playbook", "-i", inventory, str(playbook), *args],

@@ -349,3 +349,15 @@ def test_rollback_report_gives_each_app_its_own_line_and_cause():
     assert lines[0].startswith("app a failed the proof: expected RUNNING")
     assert "restored and it is RUNNING again" in lines[0] and "unknown config directive: no-such-option" in lines[0]
     assert "removed again" in lines[1] and "(nothing new)" in lines[1]
+
+
+@pytest.mark.parametrize("target, manage, refused", [
+    ("host", True, False), ("host", False, False),
+    ("container", True, True), ("container", False, False),
+    ("image", True, True), ("image", False, False),
+])
+def test_a_container_or_image_takes_its_sysctls_from_its_creation(target, manage, refused):
+    found = [e for e in errors(apps(), {"target": target, "manage_sysctl": manage}) if "uwsgi_target" in e]
+    assert bool(found) == refused
+    if refused:
+        assert found[0].startswith("uwsgi_target is %s" % target) and "set uwsgi_manage_sysctl: false" in found[0]

@@ -37,7 +37,9 @@ def test_every_app_gets_its_environment_ini_and_program():
 def test_directories_the_role_owns_come_first_with_the_apps_group():
     plan = file_plan()
     assert plan["dirs"][0] == {"path": "/run/uwsgi", "owner": "root", "group": "www-data", "mode": "0775"}
-    assert [d["path"] for d in plan["dirs"][1:]] == ["/etc/uwsgi/supervisor", "/usr/local/lib/uwsgi-role"]
+    # tmpfiles.d's own directory too: a container without systemd lacks it.
+    assert [d["path"] for d in plan["dirs"][1:]] == ["/etc/uwsgi/supervisor", "/usr/local/lib/uwsgi-role",
+                                                      "/etc/tmpfiles.d"]
     assert plan["copies"] == [{"src": "uwsgi_listen.py", "path": PATHS["helper"], "owner": "root", "group": "root",
                                "mode": "0755"}]
 
@@ -45,6 +47,7 @@ def test_directories_the_role_owns_come_first_with_the_apps_group():
 def test_no_socket_directory_means_no_tmpfiles_entry():
     plan = file_plan(dirs=[])
     assert all(not t["path"].startswith("/etc/tmpfiles.d") for t in plan["templates"])
+    assert all(d["path"] != "/etc/tmpfiles.d" for d in plan["dirs"])
 
 
 def test_a_host_with_no_app_left_gets_nothing_written():
@@ -164,8 +167,40 @@ def test_preflight_with_limits_managed_elsewhere_checks_the_live_value():
     ctx = dict(CTX, manage_sysctl=False, listen_max=8192)
     seen = {"proc_sys_writable": False, "sysctl_live": {"net.core.somaxconn": 4096}}
     found = f.uwsgi_preflight_errors({"errors": []}, seen, ctx)
-    assert len(found) == 1 and "live net.core.somaxconn is 4096, below the largest listen (8192)" in found[0]
+    assert len(found) == 1 and "live net.core.somaxconn on web-1 is 4096, below the largest listen (8192)" in found[0]
     assert f.uwsgi_preflight_errors({"errors": []}, seen, dict(ctx, listen_max=4096)) == []
+
+
+def test_a_container_checks_the_live_value_and_names_every_place_to_set_it():
+    ctx = dict(CTX, target="container", manage_sysctl=False, listen_max=8192)
+    seen = {"proc_sys_writable": False, "sysctl_live": {"net.core.somaxconn": 4096}, "systemd": False}
+    found = f.uwsgi_preflight_errors({"errors": []}, seen, ctx)
+    assert len(found) == 1 and "live net.core.somaxconn on web-1 is 4096, below the largest listen (8192)" in found[0]
+    for fix in ("--sysctl net.core.somaxconn=8192", "compose sysctls:", "securityContext.sysctls"):
+        assert fix in found[0]
+
+
+def test_an_image_build_does_not_judge_the_build_containers_own_limit():
+    ctx = dict(CTX, target="image", manage_sysctl=False, listen_max=8192)
+    seen = {"proc_sys_writable": False, "sysctl_live": {"net.core.somaxconn": 128}, "systemd": False}
+    assert f.uwsgi_preflight_errors({"errors": []}, seen, ctx) == []
+
+
+@pytest.mark.parametrize("target, install, systemd, refused", [
+    ("host", True, False, True),     # nothing would keep Supervisor running
+    ("host", True, True, False),
+    ("host", True, None, False),     # an older probe's answer: not judged
+    ("host", False, False, False),   # Supervisor is the operator's to run
+    ("container", True, False, False),
+    ("image", True, False, False),
+])
+def test_a_host_without_systemd_is_refused_unless_the_target_says_container(target, install, systemd, refused):
+    ctx = dict(CTX, target=target, install_packages=install, manage_sysctl=False, listen_max=1024)
+    seen = {"proc_sys_writable": True, "sysctl_live": {"net.core.somaxconn": 4096}, "systemd": systemd}
+    found = f.uwsgi_preflight_errors({"errors": []}, seen, ctx)
+    assert bool(found) == refused
+    if refused:
+        assert "no systemd runs on web-1" in found[0] and "uwsgi_target: container" in found[0]
 
 
 def test_the_sampler_keeps_watching_an_unlisted_app_the_role_keeps_running():

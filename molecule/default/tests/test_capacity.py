@@ -10,8 +10,6 @@ raised limit: until then nginx keeps the 128 it started with.)
 import json
 import time
 
-from prometheus_client.parser import text_string_to_metric_families
-
 import hostchecks as hc
 
 PLAYBOOK = hc.PROJECT / "playbooks" / "site.yml"
@@ -23,9 +21,7 @@ TEXTFILE = "/var/lib/prometheus/node-exporter/uwsgi.prom"
 LOG = f"/var/log/supervisor/{SAMPLER}.log"
 
 
-def samples(text):
-    """Every sample of a Prometheus text exposition, by the Prometheus client's own parser."""
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+samples = hc.metric_samples
 
 
 def metric(text, name, app):

@@ -85,6 +85,12 @@ BAD_INPUTS = [
      ['socket /run/uwsgi/flaskapp.sock is already held by Supervisor program "flaskapp"', "uwsgi_unlisted_apps: remove"]),
     ("unlisted-fail", {"uwsgi_apps": BASE_APPS[:1], "uwsgi_unlisted_apps": "fail"},
      ["not listed in uwsgi_apps: flaskapi"]),
+    # The dependency and container keys (their pip-mode and container cases
+    # run end to end in the venv and container scenarios).
+    ("packages-apt-mode", {"uwsgi_apps": apps_with(0, packages=["flask==3.0.3"], virtualenv="/srv/flaskapp/venv")},
+     ["packages and requirements are installed into the app's virtualenv", "set uwsgi_install_method: pip"]),
+    ("target-choice", {"uwsgi_target": "docker"}, ["uwsgi_target", "host, container, image"]),
+    ("target-image-managing-sysctl", {"uwsgi_target": "image"}, ["uwsgi_target is image", "set uwsgi_manage_sysctl: false"]),
 ]
 
 
@@ -99,6 +105,7 @@ TAGGED = [
     ("tags-sysctl-somaxconn", {"uwsgi_somaxconn": 1024}, ["exceeds uwsgi_somaxconn (1024)"], "uwsgi_sysctl"),
     ("tags-install-held-socket", {"uwsgi_apps": [dict(BASE_APPS[0], name="renamed")]},
      ["is already held by Supervisor program"], "uwsgi_install"),
+    ("tags-apps-target-container", {"uwsgi_target": "container"}, ["uwsgi_target is container"], "uwsgi_apps"),
 ]
 
 
@@ -125,7 +132,8 @@ def bad_input_runs(host, tmp_path_factory):
 END_TO_END = {"unknown-key", "listen-not-int", "name-duplicate", "listen-above-somaxconn", "socket-port-range",
               "chmod-world-writable", "uid-root", "options-chmod-socket", "options-dict-value",
               "environment-newline", "user-missing", "socket-dir-not-writable", "socket-path-too-long",
-              "socket-held-by-another-app", "unlisted-fail", "apps-not-list"}
+              "socket-held-by-another-app", "unlisted-fail", "apps-not-list", "packages-apt-mode", "target-choice",
+              "target-image-managing-sysctl"}
 BAD_INPUTS = [case for case in BAD_INPUTS if case[0] in END_TO_END]
 
 
@@ -166,7 +174,7 @@ def test_read_only_proc_sys_stops_with_the_container_fix(host, tmp_path):
     assert run.returncode != 0
     assert "/proc/sys is read-only" in hc.said(run) and "--sysctl net.core.somaxconn=4096" in hc.said(run)
     assert managed_elsewhere.returncode == 0, managed_elsewhere.stdout[-2500:]
-    assert too_low.returncode != 0 and "live net.core.somaxconn is 4096" in hc.said(too_low), hc.said(too_low)[-2500:]
+    assert too_low.returncode != 0 and "live net.core.somaxconn on " in hc.said(too_low) and "is 4096, below" in hc.said(too_low), hc.said(too_low)[-2500:]
     assert host.check_output(SNAPSHOT) == before
 
 

@@ -8,23 +8,12 @@ is installed is exactly what a user would get from that commit.
 """
 
 import os
-import re
 import subprocess
 
 import pytest
 import yaml
 
 import hostchecks as hc
-
-README = (hc.PROJECT / "README.md").read_text()
-
-
-def readme_block(first_line: str) -> str:
-    """The README's fenced yaml block that starts with `first_line`."""
-    for block in re.findall(r"```yaml\n(.*?)```", README, re.S):
-        if block.startswith(first_line + "\n"):
-            return block
-    raise AssertionError(f"README.md has no yaml block starting with {first_line!r}")
 
 
 def run(argv, cwd, env=None):
@@ -35,7 +24,7 @@ def run(argv, cwd, env=None):
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory):
     home = tmp_path_factory.mktemp("new-user")
-    requirements = yaml.safe_load(readme_block("# requirements.yml"))
+    requirements = yaml.safe_load(hc.readme_block("# requirements.yml"))
     entry = requirements["roles"][0]
     assert entry["name"] == "backlogops.uwsgi" and entry["scm"] == "git", entry
     assert entry["src"].startswith("https://"), entry
@@ -43,7 +32,7 @@ def walk(tmp_path_factory):
                           check=True).stdout.strip()
     entry.update(src=f"file://{hc.PROJECT}", version=head)
     (home / "requirements.yml").write_text(yaml.safe_dump(requirements))
-    (home / "playbook.yml").write_text(readme_block("# playbook.yml"))
+    (home / "playbook.yml").write_text(hc.readme_block("# playbook.yml"))
     roles = home / "roles"
     installed = run(["ansible-galaxy", "role", "install", "-r", "requirements.yml", "-p", str(roles)], home)
     played = run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "playbook.yml"], home,

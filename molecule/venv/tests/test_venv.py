@@ -1,6 +1,7 @@
 """The venv scenario's proof: README's virtualenv playbook (uwsgi_install_method
 pip) on a bare Debian host, one app per socket kind."""
 
+import concurrent.futures
 import json
 import shlex
 
@@ -188,11 +189,42 @@ def test_a_package_change_reloads_the_apps_and_a_pip_error_changes_nothing(host,
         assert hc.about(host, app)["flask"] == "3.0.3"
 
 
-def test_packages_without_the_apps_own_virtualenv_are_refused_before_any_change(host, tmp_path):
-    before = host.check_output("sha256sum /etc/uwsgi/supervisor/*.ini /etc/supervisor/conf.d/*.conf")
-    path = tmp_path / "shared.json"
-    path.write_text(json.dumps({"uwsgi_apps": with_apps(venvhttp={"packages": ["six==1.16.0"]})}))
-    run = hc.run_playbook(PLAYBOOK, "-e", f"@{path}")
+# The dependency keys' bad inputs, each refused before anything on the host
+# changes (every one is also a unit case in tests/unit/test_venv_plan.py).
+DEPENDENCY_CASES = {
+    "shared-venv": ({"venvhttp": {"packages": ["six==1.16.0"]}}, "packages and requirements need the app's own virtualenv"),
+    "option-as-package": ({"venvapp": {"packages": ["--index-url=http://mirror.invalid/simple"]}},
+                          "is not one pip requirement"),
+    "requirements-relative": ({"venvapp": {"requirements": "requirements.txt"}},
+                              "must be the absolute path of a requirements file"),
+    "requirements-missing": ({"venvapp": {"requirements": "/srv/venvapp/nosuch.txt"}},
+                             "requirements file /srv/venvapp/nosuch.txt of venvapp does not exist"),
+}
+
+
+@pytest.fixture(scope="module")
+def dependency_runs(host, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("deps")
+    snapshot = "sha256sum /etc/uwsgi/supervisor/*.ini /etc/supervisor/conf.d/*.conf /srv/venvapp/venv/.backlogops-uwsgi-deps"
+    before = host.check_output(snapshot)
+
+    def run(case):
+        path = tmp / f"{case}.json"
+        path.write_text(json.dumps({"uwsgi_apps": with_apps(**DEPENDENCY_CASES[case][0])}))
+        return hc.run_playbook(PLAYBOOK, "-e", f"@{path}")
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = dict(zip(DEPENDENCY_CASES, pool.map(run, DEPENDENCY_CASES)))
+    return runs, before, host.check_output(snapshot)
+
+
+@pytest.mark.parametrize("case", list(DEPENDENCY_CASES))
+def test_bad_dependencies_are_refused_before_any_change(dependency_runs, case):
+    run = dependency_runs[0][case]
     assert run.returncode != 0
-    assert "packages and requirements need the app's own virtualenv" in hc.said(run), hc.said(run)[-2500:]
-    assert host.check_output("sha256sum /etc/uwsgi/supervisor/*.ini /etc/supervisor/conf.d/*.conf") == before
+    assert DEPENDENCY_CASES[case][1] in hc.said(run), hc.said(run)[-2500:]
+    assert "Install the apps' packages and requirements" not in run.stdout
+
+
+def test_bad_dependencies_changed_nothing(dependency_runs):
+    assert dependency_runs[1] == dependency_runs[2]
