@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import subprocess
+import tempfile
 import time
 import urllib.request
 
@@ -52,16 +53,19 @@ def start(name: str, *args: str, command: list[str] | None = None) -> testinfra.
 
 
 def inventory(tmp_path, name: str) -> str:
-    path = tmp_path / f"{name}.yml"
-    path.write_text(yaml.safe_dump({"all": {"hosts": {name: {
-        "ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3"}}}}))
-    return str(path)
+    """An inventory of container `name`, in a file of its own (runs may be concurrent)."""
+    handle, path = tempfile.mkstemp(dir=tmp_path, prefix=f"{name}-", suffix=".yml")
+    with os.fdopen(handle, "w") as out:
+        yaml.safe_dump({"all": {"hosts": {name: {"ansible_connection": "community.docker.docker",
+                                                 "ansible_python_interpreter": "/usr/bin/python3"}}}}, out)
+    return path
 
 
 def play(tmp_path, name: str, extra: dict, *args: str) -> subprocess.CompletedProcess:
     """playbooks/image.yml against container `name`, with `extra` as extra vars (JSON)."""
-    path = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}.json"
-    path.write_text(json.dumps(extra))
+    handle, path = tempfile.mkstemp(dir=tmp_path, prefix=f"{name}-", suffix=".json")
+    with os.fdopen(handle, "w") as out:
+        json.dump(extra, out)
     return hc.run_playbook(PLAYBOOK, "-e", f"@{path}", *args, inventory=inventory(tmp_path, name))
 
 
