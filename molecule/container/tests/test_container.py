@@ -219,6 +219,29 @@ def test_the_role_changes_a_running_container_without_losing_a_request(served, t
     assert hc.recap_changed(checked.stdout) == {name: 0}, checked.stdout[-3000:]
 
 
+def test_a_broken_change_in_a_container_is_rolled_back_and_it_keeps_serving(served, tmp_path):
+    name = served.backend.name
+    ini = f"/etc/uwsgi/supervisor/{APP['name']}.ini"
+    before = served.check_output(f"sha256sum {ini}")
+    # An option uWSGI does not know: strict mode refuses it at start.
+    apps = [dict(app, environment={"APP_NAME": "flaskapp-v2"}, options={"no-such-option": "1"}) for app in PLAY_APPS]
+    run = play(tmp_path, name, {"uwsgi_target": "container", "uwsgi_apps": apps})
+    assert run.returncode != 0
+    assert "its previous ini and program file were restored and it is RUNNING again on them" in hc.said(run), \
+        hc.said(run)[-2500:]
+    assert served.check_output(f"sha256sum {ini}") == before
+    assert served.check_output("uwsgiprobe request /run/uwsgi/flaskapp.sock /").endswith("hello from flaskapp-v2")
+    hc.check_backlog(served, APP)
+
+
+def test_a_restarted_container_serves_the_config_the_role_applied(served):
+    docker("restart", "--time", "20", served.backend.name)
+    hc.wait_until_serving(served, [APP])
+    assert hc.supervisord_pid(served) == 1
+    hc.check_backlog(served, APP)
+    assert served.check_output("uwsgiprobe request /run/uwsgi/flaskapp.sock /").endswith("hello from flaskapp-v2")
+
+
 def test_the_role_starts_supervisor_in_a_container_whose_command_is_not_supervisord(image, tmp_path):
     name = f"{PREFIX}-sleep"
     image.append(name)
