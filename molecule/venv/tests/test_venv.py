@@ -198,7 +198,7 @@ DEPENDENCY_CASES = {
     "requirements-relative": ({"venvapp": {"requirements": "requirements.txt"}},
                               "must be the absolute path of a requirements file"),
     "requirements-missing": ({"venvapp": {"requirements": "/srv/venvapp/nosuch.txt"}},
-                             "requirements file /srv/venvapp/nosuch.txt of venvapp does not exist"),
+                             "requirements file /srv/venvapp/nosuch.txt of venvapp, venvapi does not exist"),
 }
 
 
