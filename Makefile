@@ -8,7 +8,7 @@ DISTRO ?= bookworm
 SCENARIOS ?= default venv container
 # `make test-platforms`: the Debian releases the role supports, and what runs on each.
 PLATFORMS ?= bullseye bookworm trixie
-PLATFORM_SCENARIOS ?= default
+PLATFORM_SCENARIOS ?= default container
 # `make test-ansible`: the ansible-core series that run on this Python, each
 # pinned in tests/requirements/ansible-SERIES.txt. fast: the default scenario's
 # whole sequence, verified by its host proofs (test_default.py); full: also
