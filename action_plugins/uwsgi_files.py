@@ -7,7 +7,8 @@ Arguments:
              backup, vars: extra template variables such as the app as `item`,
              secret: true for content never shown in output or diffs);
   copies:    files copied from the role's files/ (src, path, owner, group, mode);
-  contents:  files given whole (content, path, owner, group, mode, backup).
+  contents:  files given whole (content, path, owner, group, mode, backup);
+  trials:    apps to try aside before their files are written, passed to the module as they are.
 
 The templates are rendered with Ansible's own template lookup, so they see the
 play's variables and `ansible_managed` exactly as the template module would.
@@ -24,7 +25,7 @@ ATTRS = ("path", "owner", "group", "mode", "backup")
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("dirs", "templates", "copies", "contents"))
+    _VALID_ARGS = frozenset(("dirs", "templates", "copies", "contents", "trials"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -56,7 +57,8 @@ class ActionModule(ActionBase):
         result.update(self._execute_module(
             module_name="uwsgi_files",
             module_args={"dirs": args.get("dirs") or [], "files": files,
-                         "secret_files": secret_files, "secret_contents": secret_contents},
+                         "secret_files": secret_files, "secret_contents": secret_contents,
+                         "trials": args.get("trials") or []},
             task_vars=task_vars,
         ))
         return result

@@ -717,6 +717,56 @@ def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir):
     return lines
 
 
+def _pending(name, probe):
+    """Whether an app's files changed after its master last read them (a run
+    interrupted after writing them): the role's record of its last proven
+    run, else when the master last (re)started, against the files' mtime."""
+    record = probe.get("managed", {}).get(name, {})
+    took = (probe.get("applied") or {}).get(name, record.get("started"))
+    return bool(record.get("config_mtime") and took is not None and int(record["config_mtime"]) > int(took))
+
+
+def uwsgi_trial_plan(apps, probe, paths, settings, installed=None):
+    """What the file write tries aside before it writes anything: every
+    present app, with its files' paths, binary, user, group and bound. The
+    module tries those whose files would change; `force` names why an app is
+    tried even when they do not: its uwsgi binary or packages changed in this
+    run (installed: {binaries, deps}), or its files changed after its master
+    last read them. None with uwsgi_trial false."""
+    if not settings.get("trial", True):
+        return []
+    installed = installed or {}
+    programs = probe.get("supervisor", {}).get("programs", {})
+    plan = []
+    for app in apps:
+        if app["state"] != "present":
+            continue
+        name = app["name"]
+        reasons = []
+        if name in installed.get("binaries", []):
+            reasons.append("its uwsgi binary changed")
+        if name in installed.get("deps", []):
+            reasons.append("its packages changed")
+        if programs.get(name, {}).get("state") == "RUNNING" and _pending(name, probe):
+            reasons.append("its files changed after its master last read them")
+        base = "%s/%s" % (paths["config_dir"], name)
+        plan.append({"name": name, "ini": base + ".ini", "env": base + ".env.ini",
+                     "program": "%s/%s.conf" % (paths["supervisor_conf_dir"], name),
+                     "binary": app["binary"], "uid": app["uid"], "gid": app["gid"], "setpriv": settings["setpriv"],
+                     "timeout": app["ready_timeout"], "force": "; ".join(reasons),
+                     "chdir": app["chdir"], "module": app["module"]})
+    return plan
+
+
+def uwsgi_trial_line(trial):
+    """One line of the run's output for an app tried aside."""
+    if trial.get("ok") is None:
+        return "%s: %s" % (trial["name"], trial["why"])
+    return "%s: tried aside (%s): %s in %s s" % (
+        trial["name"], trial.get("because", ""), trial["why"] if trial["ok"] else "FAILED, " + trial["why"],
+        trial.get("seconds"))
+
+
 def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
     """How each present app takes what it is asked, the gentlest way that can:
 
@@ -754,10 +804,7 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             continue
         files_changed = name in changed.get("inis", []) or name in changed.get("envs", [])
         deps_changed = name in changed.get("deps", [])
-        # The config the master last took: the role's record of its last proven
-        # run, else when the master last (re)started.
-        took = (probe.get("applied") or {}).get(name, record.get("started"))
-        pending = bool(record.get("config_mtime") and took is not None and int(record["config_mtime"]) > int(took))
+        pending = _pending(name, probe)
         workers = (probe.get("workers") or {}).get(name)
         scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
         wrong_workers = state == "RUNNING" and not scaled and workers is not None and workers != app["processes"]
@@ -1044,6 +1091,8 @@ class FilterModule:
             "uwsgi_check_request": uwsgi_check_request,
             "uwsgi_ready_item": uwsgi_ready_item,
             "uwsgi_apply_plan": uwsgi_apply_plan,
+            "uwsgi_trial_plan": uwsgi_trial_plan,
+            "uwsgi_trial_line": uwsgi_trial_line,
             "uwsgi_applied_record": uwsgi_applied_record,
             "uwsgi_listen_fallbacks": uwsgi_listen_fallbacks,
             "uwsgi_file_plan": uwsgi_file_plan,

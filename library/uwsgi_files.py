@@ -13,7 +13,13 @@ description:
     O(secret_files) whose content, owner, group or mode differs. A file is replaced
     atomically (a temporary file in its directory is renamed over it), after a backup of the
     old one when O(files[].backup) is set.
-  - Supports check mode and diff mode. O(secret_files) are never shown, in diffs or logs.
+  - Before anything is written, each app of O(trials) whose ini, environment or program would
+    change (or that names a O(trials[].force) reason) is started aside with its new files: its
+    own binary, user and group, on a private socket, until uWSGI has loaded the app or gave up.
+    When a trial fails, the module fails naming the app and uWSGI's own lines, and writes
+    nothing.
+  - Supports check mode and diff mode (no trial runs in check mode). O(secret_files) are never
+    shown, in diffs or logs.
 options:
   dirs:
     type: list
@@ -35,6 +41,14 @@ options:
     elements: str
     default: []
     description: The content of each of O(secret_files), in order; never logged or shown.
+  trials:
+    type: list
+    elements: dict
+    default: []
+    description:
+      - Apps to try aside before their files are written (name, ini, env, program: the paths of
+        its files among O(files) and O(secret_files); binary, uid, gid, setpriv, timeout; force:
+        a reason to try it even when its files do not change).
 author: backlogops
 """
 
@@ -47,13 +61,21 @@ backups:
   description: Each replaced file's backup (path to backup), kept until the change is proven.
   returned: always
   type: dict
+trials:
+  description: Each app tried aside (name, ok, why, seconds, lines), in check mode each that would be.
+  returned: always
+  type: list
 """
 
+import grp
 import os
+import pwd
+import shutil
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes
+from ansible.module_utils.uwsgi_trial import run_all, trial_ini, verdict
 
 
 def read_bytes(path):
@@ -128,6 +150,88 @@ def replace(module, spec, path, content):
         os.close(dir_fd)
 
 
+def _numeric(name, lookup, field):
+    return int(name) if str(name).isdigit() else getattr(lookup(str(name)), field)
+
+
+def _write_private(path, content, uid, gid):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+        os.fchown(handle.fileno(), uid, gid)
+
+
+def prepare_trial(spec, contents):
+    """A private directory, owned by the app's user, with the trial's ini and
+    a copy of the new environment file; the argv that starts uWSGI on it."""
+    uid = _numeric(spec["uid"], pwd.getpwnam, "pw_uid")
+    gid = _numeric(spec["gid"], grp.getgrnam, "gr_gid")
+    directory = tempfile.mkdtemp(prefix="uwsgi-trial.", dir="/run" if os.path.isdir("/run") else None)
+    ini = contents.get(spec["ini"])
+    env = contents.get(spec["env"])
+    if ini is None:
+        ini = read_bytes(spec["ini"]) or b""
+    if env is None:
+        env = read_bytes(spec["env"]) or b"[uwsgi]\n"
+    env_path, ini_path = os.path.join(directory, "env.ini"), os.path.join(directory, "trial.ini")
+    _write_private(env_path, env, uid, gid)
+    text = trial_ini(ini.decode("utf-8", "replace"), env_path, os.path.join(directory, "trial.sock"))
+    _write_private(ini_path, to_bytes(text), uid, gid)
+    os.chown(directory, uid, gid)
+    argv = [spec["setpriv"], "--reuid=%s" % spec["uid"], "--regid=%s" % spec["gid"], "--init-groups", "--",
+            spec["binary"], "--ini", ini_path]
+    return directory, {"argv": argv, "timeout": int(spec.get("timeout") or 60)}
+
+
+def try_apps(module, trials, contents, result):
+    """Start each app that would load something new aside; fail, writing
+    nothing, when one does not load."""
+    wanted = []
+    for spec in trials:
+        paths = [spec.get(key) for key in ("ini", "env", "program") if spec.get(key)]
+        before = {p: read_bytes(p) for p in paths}
+        changes = [p for p in paths if p in contents and contents[p] != before[p]]
+        if changes and all(before[p] is None for p in paths):
+            why = "it is new"
+        elif changes:
+            why = "its %s changed" % ", ".join({"ini": "ini", "env": "environment", "program": "program"}[k]
+                                               for k in ("ini", "env", "program") if spec.get(k) in changes)
+        else:
+            why = ""
+        why = "; ".join(x for x in (why, spec.get("force")) if x)
+        if why:
+            wanted.append((spec, why))
+    if not wanted:
+        return
+    if module.check_mode:
+        result["trials"] = [{"name": s["name"], "ok": None, "why": "would be tried aside: %s" % why}
+                            for s, why in wanted]
+        return
+    prepared, failures = [], []
+    try:
+        for spec, why in wanted:
+            try:
+                prepared.append((spec, why) + prepare_trial(spec, contents))
+            except (KeyError, OSError) as exc:
+                failures.append("app %s: its trial could not be prepared: %s" % (spec["name"], exc))
+        if not failures:
+            outcomes = run_all([p[3] for p in prepared])
+            for (spec, why, _directory, _trial), (output, code, timed_out, seconds) in zip(prepared, outcomes):
+                seen = verdict(output, code, timed_out, spec.get("timeout"), spec)
+                result["trials"].append({"name": spec["name"], "ok": seen["ok"], "because": why,
+                                         "why": seen["why"], "seconds": round(seconds, 1), "lines": seen["lines"]})
+                if not seen["ok"]:
+                    failures.append("app %s (%s) was tried aside with its new config, as %s, and did not load: %s. "
+                                    "uWSGI said: %s." % (spec["name"], why, spec["uid"], seen["why"],
+                                                         " | ".join(seen["lines"]) or "(nothing)"))
+    finally:
+        for entry in prepared:
+            shutil.rmtree(entry[2], ignore_errors=True)
+    if failures:
+        module.fail_json(msg=" ".join(failures) + " Nothing was written and no app was touched: every app keeps "
+                         "serving its previous config. Fix what uWSGI names and run again.", **result)
+
+
 def main():
     file_spec = {
         "path": {"type": "path", "required": True},
@@ -149,17 +253,34 @@ def main():
             # Only the contents are secret: paths, owners and modes stay readable in the output.
             "secret_files": {"type": "list", "elements": "dict", "default": [], "options": file_spec},
             "secret_contents": {"type": "list", "elements": "str", "default": [], "no_log": True},
+            "trials": {"type": "list", "elements": "dict", "default": [], "options": {
+                "name": {"type": "str", "required": True},
+                "ini": {"type": "path", "required": True},
+                "env": {"type": "path", "required": True},
+                "program": {"type": "path"},
+                "binary": {"type": "str", "required": True},
+                "uid": {"type": "str", "required": True},
+                "gid": {"type": "str", "required": True},
+                "setpriv": {"type": "str", "default": "/usr/bin/setpriv"},
+                "timeout": {"type": "int", "default": 60},
+                "force": {"type": "str", "default": ""},
+                "chdir": {"type": "str"},
+                "module": {"type": "str"},
+            }},
         },
         supports_check_mode=True,
     )
-    result = {"changed_files": [], "backups": {}, "diff": []}
+    result = {"changed_files": [], "backups": {}, "diff": [], "trials": []}
+    secrets = module.params["secret_contents"]
+    if len(secrets) != len(module.params["secret_files"]):
+        module.fail_json(msg="secret_contents must hold one content for each of secret_files")
+    contents = {spec["path"]: to_bytes(spec["content"]) for spec in module.params["files"]}
+    contents.update({spec["path"]: to_bytes(content) for spec, content in zip(module.params["secret_files"], secrets)})
+    try_apps(module, module.params["trials"], contents, result)
     for spec in module.params["dirs"]:
         ensure_dir(module, spec, result)
     for spec in module.params["files"]:
         write_file(module, spec, False, result)
-    secrets = module.params["secret_contents"]
-    if len(secrets) != len(module.params["secret_files"]):
-        module.fail_json(msg="secret_contents must hold one content for each of secret_files")
     for spec, content in zip(module.params["secret_files"], secrets):
         write_file(module, dict(spec, content=content), True, result)
     diff = result.pop("diff")

@@ -18,4 +18,5 @@ def load(name, relative):
 
 
 uwsgi_host = load("uwsgi_host", "module_utils/uwsgi_host.py")
+uwsgi_trial = load("uwsgi_trial", "module_utils/uwsgi_trial.py")
 filters = load("uwsgi_filters", "filter_plugins/uwsgi.py")

@@ -1,0 +1,228 @@
+"""Trying an app's new config aside, before the serving app takes it.
+
+uWSGI is started with the app's own binary, user, group, ini and environment,
+but on a private throwaway socket and without anything that would touch the
+serving app (its socket, listen, logs, pidfiles, daemons, routers). It loads
+the app exactly as the serving master would; a hook right after the app is
+loaded prints a marker and exits. Nothing is forked, served or bound outside
+the trial's own directory.
+
+Pure functions (trial_ini, verdict) are unit-tested against uWSGI's real
+output; run() and run_all() start the processes (library/uwsgi_files.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import threading
+import time
+
+# The hook that ends a trial once uWSGI has loaded the app (need-app makes
+# uWSGI exit with 22 when no app loads). uWSGI's exit hook reads a code of
+# two digits or more.
+MARKER = "backlogops-uwsgi trial: the app loaded"
+EXIT_LOADED = 75
+# How much of a trial's output is kept (its end), whatever the app prints.
+OUTPUT_LIMIT = 256 * 1024
+
+# Options of the app's ini that a trial leaves out: they bind sockets and
+# ports, write the serving app's files, start daemons or routers, or make the
+# app load in the workers (a trial loads it once, in the master, and exits
+# before any worker is forked). Anything else stays, so that strict mode
+# still refuses an option uWSGI does not know.
+TRIAL_DROPS = {
+    "socket", "uwsgi-socket", "http-socket", "https-socket", "http", "https", "http2", "shared-socket",
+    "fastcgi-socket", "fastcgi-nph-socket", "scgi-socket", "scgi-nph-socket", "raw-socket", "puwsgi-socket",
+    "suwsgi-socket", "ssl-socket", "zerg", "zerg-server", "listen", "chmod-socket", "chown-socket",
+    "stats", "stats-server", "master-fifo", "pidfile", "pidfile2", "safe-pidfile", "safe-pidfile2",
+    "daemonize", "daemonize2", "logto", "logto2", "logger", "req-logger", "log-socket", "lazy", "lazy-apps",
+    "emperor", "ini",
+}
+TRIAL_DROP_PREFIXES = (
+    "http-", "https-", "attach-", "smart-attach-", "legion", "subscribe", "fastrouter", "rawrouter",
+    "sslrouter", "forkpty-router", "tuntap-router", "touch-", "cron", "unique-cron", "spooler", "mule",
+    "stats-push", "logger-", "emperor-", "zerg-",
+)
+# ... except these, which change how the app loads or the request it gets.
+TRIAL_KEEPS = {"http-socket-modifier1", "http-modifier1", "http-modifier2"}
+
+_INI_LINE = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*=\s*(.*)$")
+
+
+def trial_key(key):
+    return key.strip().lower().replace("_", "-")
+
+
+def dropped(key):
+    key = trial_key(key)
+    if key in TRIAL_KEEPS:
+        return False
+    return key in TRIAL_DROPS or key.startswith(TRIAL_DROP_PREFIXES) or key.endswith("-socket")
+
+
+def trial_ini(ini_text, env_path, socket_path):
+    """The app's ini as a trial reads it: its `ini = ` (the environment file)
+    points at the trial's copy, what TRIAL_DROPS names is left out, and the
+    trial's socket and the hook that ends it are added."""
+    out = []
+    for line in ini_text.splitlines():
+        match = _INI_LINE.match(line)
+        if match and trial_key(match.group(1)) == "ini":
+            out.append("ini = %s" % env_path)
+        elif match and dropped(match.group(1)):
+            out.append("; left out of the trial: %s" % trial_key(match.group(1)))
+        else:
+            out.append(line)
+    out += [
+        "; the trial: a private socket, the app loaded once in the master, then exit",
+        "socket = %s" % socket_path,
+        "hook-post-app = print:%s" % MARKER,
+        "hook-post-app = exit:%d" % EXIT_LOADED,
+    ]
+    return "\n".join(out) + "\n"
+
+
+# uWSGI's start-up chatter: never the cause of a failure.
+_CHATTER = re.compile(
+    r"^(\*\*\* Starting uWSGI|compiled with|os: |nodename: |machine: |clock source|pcre jit|detected number of CPU|"
+    r"current working directory|detected binary path|your processes number limit|your memory page size|"
+    r"detected max file descriptor|lock engine|thunder lock|uwsgi socket \d+ bound|uWSGI running as root|"
+    r"Python version|Python main interpreter|python threads support|your server socket listen backlog|"
+    r"your mercy for graceful|mapped \d+ bytes|\*\*\* Operational MODE|\*\*\* uWSGI is running in multiple|"
+    r"\[uWSGI\] getting INI configuration|\*\*\* WARNING: you are running uWSGI without its master|"
+    r"!!! no internal routing support|!!! UNABLE to load uWSGI plugin|setgid\(\) to|setuid\(\) to|chdir\(\) to |"
+    r"\*\*\* has_emperor mode|\*\*\* Python threads support is disabled|Set PythonHome to|"
+    r"spawned uWSGI|\*\*\* no app loaded\. going in full dynamic mode|added .* to pythonpath|"
+    r"VACUUM: |running \".*\" \(post app\)|%s)" % re.escape(MARKER))
+# The lines that say why an app did not load, in uWSGI's and Python's words.
+_CAUSE = re.compile(
+    r"(unknown config directive|chdir\(\)|unable to find callable|unable to load app|callable not found|"
+    r"Error|Exception|error|No such file|Permission denied|GAME OVER|not found|failed|refused|Fatal|"
+    r"cannot|unable to|invalid)")
+
+
+# Python's last line of an exception: `ModuleNotFoundError: No module named 'x'`.
+_EXCEPTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(Error|Exception|Exit|Interrupt)(: |$)")
+
+
+def _significant(lines):
+    return [line for line in lines if line.strip() and not _CHATTER.match(line.strip())]
+
+
+def _callable(module):
+    """(module, callable) of an app's `module` (uWSGI's default callable is `application`)."""
+    name, _, call = (module or "").partition(":")
+    return name, call or "application"
+
+
+def verdict(output, returncode, timed_out=False, timeout=None, app=None):
+    """What a trial's output means: {ok, why, lines}. `why` says in a line
+    what went wrong, in uWSGI's (or Python's) words and with the app's own
+    values (app: its chdir and module) where uWSGI leaves them out; `lines`
+    is the output that shows it."""
+    app = app or {}
+    lines = [line.rstrip() for line in (output or "").splitlines()]
+    if returncode == EXIT_LOADED and MARKER in (line.strip() for line in lines):
+        return {"ok": True, "why": "the app loaded", "lines": []}
+    significant = _significant(lines)
+    if timed_out:
+        why = "it had not loaded the app after %s s (its ready_timeout), so the trial was stopped" % timeout
+        return {"ok": False, "why": why, "lines": significant[-12:]}
+    exception = None
+    for index, line in enumerate(significant):
+        if line.startswith("Traceback (most recent call last)"):
+            for later in significant[index + 1:]:
+                if not later.startswith((" ", "\t")):
+                    exception = later.strip()
+                    break
+        elif exception is None and _EXCEPTION.match(line):
+            # uWSGI prints an ImportError's line without its traceback.
+            exception = line.strip()
+    traceback = exception is not None
+    causes = [line.strip() for line in significant
+              if not line.startswith((" ", "\t", "Traceback")) and _CAUSE.search(line)]
+    if exception:
+        why = exception
+    elif any(line.startswith("chdir()") for line in causes) and app.get("chdir"):
+        why = "chdir %s: %s" % (app["chdir"], next(x for x in causes if x.startswith("chdir()")).split(": ", 1)[-1])
+    elif not traceback and any("callable not found" in line for line in causes) and app.get("module"):
+        module, call = _callable(app["module"])
+        why = ("module %s was imported, but uWSGI found no callable %r in it (module = %s): name the WSGI "
+               "callable after the colon" % (module, call, app["module"]))
+    elif causes:
+        why = causes[0]
+    elif significant:
+        why = significant[-1].strip()
+    else:
+        why = "uWSGI exited with %s and said nothing" % returncode
+    return {"ok": False, "why": why, "lines": significant[-15:]}
+
+
+def _clean_env():
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    for key in ("LANG", "LC_ALL", "TZ"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    return env
+
+
+def _kill(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def run(argv, timeout, cwd="/"):
+    """Run one trial: (output, returncode, timed_out, seconds). The process
+    runs in a session of its own, killed whole when `timeout` passes; only
+    the last OUTPUT_LIMIT bytes of what it prints are kept."""
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                cwd=cwd, env=_clean_env(), start_new_session=True, close_fds=True)
+    except OSError as exc:
+        return "cannot start %s: %s" % (argv[0], exc), None, False, 0.0
+    data = b""
+    timed_out = False
+    fd = proc.stdout.fileno()
+    deadline = started + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            _kill(proc)
+            break
+        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data = (data + chunk)[-OUTPUT_LIMIT:]
+    proc.stdout.close()
+    try:
+        returncode = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        returncode = proc.wait()
+    # Whatever the app may have left behind in its session goes too.
+    _kill(proc)
+    return data.decode("utf-8", "replace"), returncode, timed_out, time.monotonic() - started
+
+
+def run_all(trials):
+    """Run every trial at once (each is {argv, timeout}); their results in order."""
+    results = [None] * len(trials)
+
+    def one(index, trial):
+        results[index] = run(trial["argv"], trial["timeout"], trial.get("cwd", "/"))
+
+    threads = [threading.Thread(target=one, args=(i, t)) for i, t in enumerate(trials)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
