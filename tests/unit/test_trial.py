@@ -1,5 +1,5 @@
 """Trying a change aside: the trial's ini, what uWSGI's real output means
-(captured from uWSGI on Debian 12, tests/unit/fixtures/trial), and the
+(captured from uWSGI on each release, tests/unit/fixtures/RELEASE/trial), and the
 process runner's bounds."""
 
 import sys
@@ -11,17 +11,16 @@ from conftest import FIXTURES, uwsgi_trial as t
 from test_decisions import apps, probe
 from conftest import filters as f
 
-CAPTURED = FIXTURES / "trial"
 APP = {"chdir": "/srv/flaskap", "module": "app:nope"}
 
 
 def captured(release, name):
-    text = (CAPTURED / release / f"{name}.txt").read_text()
+    text = (FIXTURES / release / "trial" / f"{name}.txt").read_text()
     body, _, code = text.rpartition("rc=")
     return body, int(code)
 
 
-RELEASES = sorted(p.name for p in CAPTURED.iterdir())
+RELEASES = sorted(p.parent.name for p in FIXTURES.glob("*/trial"))
 
 
 @pytest.mark.parametrize("release", RELEASES)
