@@ -390,6 +390,72 @@ def _holders(app, probe, removing):
     return found
 
 
+# Options that put more directories on Python's path: with one of them, where
+# the app's module comes from cannot be known before uWSGI starts.
+PYTHON_PATH_OPTIONS = {"pythonpath", "python-path", "pp", "wsgi-file", "file", "mount", "eval", "pymodule-alias",
+                       "import", "pyimport", "python-import", "shared-import", "shared-pyimport", "spooler-import"}
+# Where a module installed for the system's Python (Debian's or pip's) lives.
+SYSTEM_PYTHON_DIRS = ("/usr/lib/python3/dist-packages", "/usr/local/lib/python3*/dist-packages", "/usr/lib/python3.*")
+
+
+def _module_globs(app, settings):
+    """Where the app's module can be, as globs, or None when that cannot be
+    known before uWSGI starts (no chdir, packages the run installs, an option
+    that adds to Python's path)."""
+    options = {str(k).replace("_", "-") for k in app.get("options") or {}}
+    if not app.get("chdir") or not app.get("module") or options & PYTHON_PATH_OPTIONS:
+        return None
+    if app.get("packages") or app.get("requirements"):
+        return None
+    top = app["module"].split(":", 1)[0].split(".", 1)[0].strip()
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", top):
+        return None
+    dirs = [app["chdir"].rstrip("/") or "/"]
+    venvs = [v for v in (app.get("virtualenv"), app.get("uwsgi_venv")) if v]
+    dirs += ["%s/lib/python3*/site-packages" % v.rstrip("/") for v in venvs]
+    # A venv without the system's packages imports none of them; the shared
+    # pip venv and apt's uWSGI do.
+    if not app.get("virtualenv") or settings.get("install_method") == "apt":
+        dirs += list(SYSTEM_PYTHON_DIRS)
+    return ["%s/%s%s" % (d, top, suffix) for d in dirs for suffix in (".py", "/", ".*.so", ".so", ".pyc")]
+
+
+def uwsgi_path_checks(apps, settings):
+    """The paths the preflight asks the probe about (globs; a trailing / is a
+    directory): each app's chdir, an apt-mode virtualenv, and where its
+    module's file can be."""
+    paths = set()
+    for app in apps:
+        if app.get("state", "present") != "present":
+            continue
+        if app.get("chdir"):
+            paths.add(app["chdir"].rstrip("/") + "/")
+        if app.get("virtualenv") and settings.get("install_method") != "pip":
+            paths.add(app["virtualenv"].rstrip("/") + "/")
+        paths.update(_module_globs(app, settings) or [])
+    return sorted(paths)
+
+
+def _path_errors(where, app, found, settings):
+    """What the cheap checks find missing for one app (found: glob -> bool)."""
+    errors = []
+    if app.get("chdir") and found.get(app["chdir"].rstrip("/") + "/") is False:
+        errors.append("%s: chdir %s is not a directory on this host; put the app there first, or fix chdir."
+                      % (where, app["chdir"]))
+        return errors
+    if app.get("virtualenv") and settings.get("install_method") != "pip" \
+            and found.get(app["virtualenv"].rstrip("/") + "/") is False:
+        errors.append("%s: virtualenv %s is not a directory on this host; create it first (python3 -m venv), or fix "
+                      "virtualenv (with uwsgi_install_method: pip the role creates it)." % (where, app["virtualenv"]))
+    globs = _module_globs(app, settings)
+    if globs and all(g in found for g in globs) and not any(found[g] for g in globs):
+        top = app["module"].split(":", 1)[0].split(".", 1)[0]
+        errors.append("%s: module %s: there is no %s.py nor package %s/ in chdir %s%s; fix module or chdir, or put "
+                      "the code there first." % (where, app["module"], top, top, app["chdir"],
+                                                 ", its virtualenv or the system's Python" if len(globs) > 5 else ""))
+    return errors
+
+
 def uwsgi_host_plan(apps, probe, settings):
     """What this run does on the host, decided from the probe: errors found
     before any change, warnings, directories, tmpfiles entries, what to remove,
@@ -428,6 +494,7 @@ def uwsgi_host_plan(apps, probe, settings):
         if not group.get("exists"):
             errors.append("%s: group %s does not exist on this host; create it first (ansible.builtin.group) or set "
                           "gid to an existing group." % (where, app["gid"]))
+        errors += _path_errors(where, app, probe.get("paths") or {}, settings)
         for holder in _holders(app, probe, removing):
             errors.append("%s: socket %s is already held by %s; stop or remove it first (for a program this "
                           "role manages, list it with state: absent or set uwsgi_unlisted_apps: remove), or give "
@@ -690,7 +757,7 @@ def uwsgi_proof(apps, probe):
     return verdicts
 
 
-def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir):
+def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir, unserved=None):
     """One line per failed app: what the proof saw, what the rollback did and
     the app's own log lines from this run's failed start."""
     lines = []
@@ -699,6 +766,9 @@ def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir):
         name = verdict["name"]
         if name in new:
             done = "it never ran before, so its program and ini were removed again"
+        elif name in (unserved or {}):
+            done = ("it was not serving before this run (%s), so its previous files were not restored: nothing they "
+                    "held had served. Its new files stay; fix what its log says and run again" % unserved[name])
         elif name in restored:
             done = "its previous ini and program file were restored and it is %s again on them" % (
                 states.get(name, {}).get("state", "UNKNOWN"))
@@ -831,6 +901,8 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             hard.append("it is %s" % state)
         if backlog is None and state == "RUNNING" and not hard:
             hard.append("no socket of its is listening")
+        if state == "RUNNING" and workers == 0 and not hard:
+            hard.append("its master has no worker (still loading its app, or crash-looping)")
         if hard or (reasons and strategy == "restart"):
             plan["restart"].append(name)
             plan["why"].append("%s: stop and start (%s)" % (name, "; ".join(hard + reasons)))
@@ -981,11 +1053,36 @@ def uwsgi_changed_apps(apps, changed_files, paths):
     }
 
 
-def uwsgi_rollback_files(apps, failed, changed_files, backups, paths, previous):
+def uwsgi_unserved(name, probe):
+    """Why an app was not serving when `probe` read the host (None when it
+    was): not RUNNING, a master with no worker (still loading its app, or
+    crash-looping), no socket listening, or files its master never read (an
+    interrupted run left them, so they never served)."""
+    state = probe.get("supervisor", {}).get("programs", {}).get(name)
+    if not state:
+        return "it was not loaded in Supervisor"
+    if state.get("state") != "RUNNING":
+        return "Supervisor said %s" % state.get("state")
+    if (probe.get("workers") or {}).get(name) == 0:
+        return "its master had no worker (it was still loading its app, or crash-looping)"
+    sockets = (probe.get("managed", {}).get(name) or {}).get("sockets") or []
+    backlogs = host.backlogs_by_socket(probe.get("listeners", []))
+    if sockets and all(host.socket_key(s) not in backlogs for s in sockets):
+        return "no socket of its was listening"
+    if _pending(name, probe):
+        return "its files had changed after its master last read them, so they never served"
+    return None
+
+
+def uwsgi_rollback_files(apps, failed, changed_files, backups, paths, previous, probe=None, changed_apps=None):
     """For the apps that failed the proof: the files to put back from this
-    run's backups (with the owner, group and mode they had), and the apps that
-    had no program before this run (their files are removed instead)."""
-    changed, restore, new = set(changed_files or []), [], []
+    run's backups (with the owner, group and mode they had), the apps that
+    had no program before this run (their files are removed instead), and the
+    apps that were not serving before it (probe: the host then): what they
+    had never served, so it is not restored; their new files stay. `changed`:
+    the failed apps whose files or binary this run changed (changed_apps, from
+    uwsgi_changed_apps), that are restarted on what they had."""
+    changed, restore, new, unserved = set(changed_files or []), [], [], {}
     for app in apps:
         name = app["name"]
         if name not in failed:
@@ -993,6 +1090,10 @@ def uwsgi_rollback_files(apps, failed, changed_files, backups, paths, previous):
         program = "%s/%s.conf" % (paths["supervisor_conf_dir"], name)
         if program in changed and program not in backups:
             new.append(name)
+            continue
+        why = uwsgi_unserved(name, probe) if probe is not None else None
+        if why:
+            unserved[name] = why
             continue
         group = (previous.get(name) or {}).get("ini_group") or app["gid"]
         for kind, path, file_group, mode in (
@@ -1002,7 +1103,12 @@ def uwsgi_rollback_files(apps, failed, changed_files, backups, paths, previous):
             if path in backups:
                 restore.append({"name": name, "kind": kind, "path": path, "backup": backups[path],
                                 "group": file_group, "mode": mode})
-    return {"restore": restore, "new": new,
+    touched = set()
+    for key in ("programs", "inis", "envs", "binaries"):
+        touched.update((changed_apps or {}).get(key, []))
+    return {"restore": restore, "new": new, "unserved": unserved,
+            "changed": [a["name"] for a in apps if a["name"] in failed and a["name"] in touched
+                        and a["name"] not in unserved],
             "programs": sorted({r["name"] for r in restore if r["kind"] == "program"})}
 
 
@@ -1092,6 +1198,7 @@ class FilterModule:
             "uwsgi_ready_item": uwsgi_ready_item,
             "uwsgi_apply_plan": uwsgi_apply_plan,
             "uwsgi_trial_plan": uwsgi_trial_plan,
+            "uwsgi_path_checks": uwsgi_path_checks,
             "uwsgi_trial_line": uwsgi_trial_line,
             "uwsgi_applied_record": uwsgi_applied_record,
             "uwsgi_listen_fallbacks": uwsgi_listen_fallbacks,

@@ -45,6 +45,11 @@ options:
     description: Virtualenvs whose uWSGI (version, built with PCRE) and the role's digest of their packages to report.
   requirements: {type: list, elements: path, default: [], description: Requirements files whose sha256 to report.}
   textfile: {type: path, description: The sampler's metrics file (Prometheus text) to read and parse.}
+  paths:
+    type: list
+    elements: str
+    default: []
+    description: Globs whose match to report (a trailing / matches directories only); nothing is opened or read.
   checks:
     type: list
     elements: dict
@@ -418,6 +423,7 @@ def main():
             "venvs": {"type": "list", "elements": "path", "default": []},
             "requirements": {"type": "list", "elements": "path", "default": []},
             "textfile": {"type": "path"},
+            "paths": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -526,6 +532,8 @@ def main():
         "systemd": systemd,
         "venvs": {venv: venv_info(venv) for venv in p["venvs"]},
         "requirements": {path: sha256_of(path) for path in p["requirements"]},
+        # Whether anything matches each glob (a trailing / matches directories only).
+        "paths": {pattern: bool(glob.glob(pattern)) for pattern in p["paths"]},
     }
     if p["textfile"]:
         text = read(p["textfile"])

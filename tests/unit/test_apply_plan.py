@@ -113,3 +113,11 @@ def test_ready_items_say_when_workers_prove_the_app_loaded():
     plain, lazy = f.uwsgi_public(apps((1, {"options": {"lazy-apps": True}})))
     assert f.uwsgi_ready_item(plain) == {"name": "flaskapp", "timeout": 60, "processes": 2, "lazy": False}
     assert f.uwsgi_ready_item(lazy)["lazy"] is True
+
+
+def test_a_master_with_no_worker_is_restarted_not_reloaded():
+    """A crash-looping app (or one still loading) serves nothing: a graceful
+    reload would be sent to a master that may die before it takes it."""
+    result = plan(apps(), {"inis": ["flaskapp"]}, workers={"flaskapp": 0, "flaskapi": 2})
+    assert actions(result) == {"restart": ["flaskapp"]}
+    assert "its master has no worker" in result["why"][0]

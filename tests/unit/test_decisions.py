@@ -361,3 +361,33 @@ def test_a_container_or_image_takes_its_sysctls_from_its_creation(target, manage
     assert bool(found) == refused
     if refused:
         assert found[0].startswith("uwsgi_target is %s" % target) and "set uwsgi_manage_sysctl: false" in found[0]
+
+
+def test_the_cheap_checks_ask_for_chdir_and_where_the_module_can_be():
+    present = f.uwsgi_public(apps())
+    paths = f.uwsgi_path_checks(present, SETTINGS)
+    assert "/srv/flaskapp/" in paths and "/srv/flaskapp/app.py" in paths and "/srv/flaskapp/app/" in paths
+    assert "/usr/lib/python3/dist-packages/app.py" in paths
+
+
+@pytest.mark.parametrize("found, expected", [
+    ({"/srv/flaskapp/": False}, ["chdir /srv/flaskapp is not a directory on this host"]),
+    ({"/srv/flaskapp/app/": True}, []),
+    ({"/usr/lib/python3/dist-packages/app.py": True}, []),
+    ({}, ["module app:app: there is no app.py nor package app/ in chdir /srv/flaskapp"]),
+])
+def test_the_cheap_checks_name_a_missing_chdir_or_module(found, expected):
+    present = f.uwsgi_public(apps())
+    seen = {g: False for g in f.uwsgi_path_checks(present, SETTINGS)}
+    seen["/srv/flaskapp/"] = True
+    seen.update(found)
+    errors_ = [e for e in plan(apps(), probe(paths=seen))["errors"] if "flaskapp)" in e]
+    assert len(errors_) == len(expected) and all(x in e for x, e in zip(expected, errors_)), errors_
+
+
+@pytest.mark.parametrize("change", [{"options": {"pythonpath": "/opt/lib"}}, {"chdir": None},
+                                    {"module": None, "options": {"wsgi-file": "/srv/x.py"}}])
+def test_a_module_whose_place_cannot_be_known_is_left_to_the_trial(change):
+    app = dict(f.uwsgi_public(apps())[0], **change)
+    assert not any(p.endswith((".py", "/")) and "/app" in p for p in f.uwsgi_path_checks([app], SETTINGS)
+                   if p != "/srv/flaskapp/")

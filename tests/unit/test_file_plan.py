@@ -79,7 +79,7 @@ def test_rollback_touches_only_the_failed_apps():
     present = f.uwsgi_public(apps())
     backups = {"/etc/supervisor/conf.d/flaskapi.conf": "/etc/supervisor/conf.d/flaskapi.conf.1~"}
     rb = f.uwsgi_rollback_files(present, ["flaskapp"], list(backups), backups, PATHS, {})
-    assert rb == {"restore": [], "new": [], "programs": []}
+    assert rb == {"restore": [], "new": [], "programs": [], "unserved": {}, "changed": []}
     rb = f.uwsgi_rollback_files(present, ["flaskapi"], list(backups), backups, PATHS, {})
     assert rb["programs"] == ["flaskapi"] and (rb["restore"][0]["kind"], rb["restore"][0]["group"]) == ("program", "root")
 
@@ -211,3 +211,48 @@ def test_the_sampler_keeps_watching_an_unlisted_app_the_role_keeps_running():
     plan = f.uwsgi_file_plan(listed, host_plan, PATHS, full, SAMPLER)
     names = [a["name"] for a in json.loads(plan["contents"][0]["content"])["apps"]]
     assert names == ["flaskapi", "flaskapp"]
+
+
+def serving_probe(**changes):
+    """The host before the run, as the preflight's probe reads it (ss as captured on Debian 12): both apps serving."""
+    seen = probe()
+    seen["workers"] = {"flaskapp": 2, "flaskapi": 2}
+    for name, socket in (("flaskapp", "/run/uwsgi/flaskapp.sock"), ("flaskapi", "127.0.0.1:8001")):
+        seen["managed"][name].update(sockets=[socket], config_mtime=1000, started=2000)
+    for name, change in changes.items():
+        for key, value in change.items():
+            if key == "state":
+                seen["supervisor"]["programs"][name]["state"] = value
+            elif key == "workers":
+                seen["workers"][name] = value
+            else:
+                seen["managed"][name][key] = value
+    return seen
+
+
+INI_BACKUP = {"/etc/uwsgi/supervisor/flaskapp.ini": "/etc/uwsgi/supervisor/flaskapp.ini.1.2026~"}
+CHANGED = {"programs": [], "inis": ["flaskapp"], "envs": [], "binaries": []}
+
+
+def test_an_app_that_served_is_rolled_back_to_what_served():
+    rb = f.uwsgi_rollback_files(f.uwsgi_public(apps()), ["flaskapp"], list(INI_BACKUP), INI_BACKUP, PATHS, {},
+                                serving_probe(), CHANGED)
+    assert [r["path"] for r in rb["restore"]] == list(INI_BACKUP) and rb["unserved"] == {}
+    assert rb["changed"] == ["flaskapp"]
+
+
+@pytest.mark.parametrize("before, why", [
+    ({"state": "FATAL"}, "Supervisor said FATAL"),
+    ({"state": "BACKOFF"}, "Supervisor said BACKOFF"),
+    ({"workers": 0}, "its master had no worker"),
+    ({"sockets": ["/run/uwsgi/elsewhere.sock"]}, "no socket of its was listening"),
+    ({"config_mtime": 3000}, "its files had changed after its master last read them"),
+])
+def test_an_app_that_was_not_serving_is_never_rolled_back_to_what_never_served(before, why):
+    seen = serving_probe(flaskapp=before)
+    rb = f.uwsgi_rollback_files(f.uwsgi_public(apps()), ["flaskapp"], list(INI_BACKUP), INI_BACKUP, PATHS, {},
+                                seen, CHANGED)
+    assert rb["restore"] == [] and rb["changed"] == [] and rb["unserved"]["flaskapp"].startswith(why)
+    line = f.uwsgi_rollback_report([{"name": "flaskapp", "message": "app flaskapp: expected RUNNING ..."}], [], [],
+                                   {}, {}, "/var/log/supervisor", rb["unserved"])[0]
+    assert "was not serving before this run" in line and "Its new files stay" in line
