@@ -372,9 +372,11 @@ def _holders(app, probe, removing):
             found.append(", ".join("process %s (pid %d)" % (n, pid) for n, pid in listener["processes"]))
             continue
         if not owners:
+            # Supervisor names no pid for a program that is STARTING (a master
+            # still loading its app, or crash-looping): its ini's socket is its own.
             owners = [name for name, rec in managed.items()
                       if key in [host.socket_key(s) for s in rec.get("sockets", [])]
-                      and programs.get(name, {}).get("state") == "RUNNING"]
+                      and programs.get(name, {}).get("state") in ("RUNNING", "STARTING", "BACKOFF", "STOPPING")]
         if app["name"] in owners:
             continue
         others = [name for name in owners if name not in removing]
