@@ -192,3 +192,94 @@ def test_when_the_live_change_is_refused_the_app_is_restarted_and_the_run_says_w
     finally:
         ok(run_with(tmp_path, "nodump-back", BASE_APPS))
     hc.check_backlog(host, UNIX_APP)
+
+
+# Changes that are valid on paper and cannot work on the host: each is refused
+# before the serving apps are touched (the preflight's cheap checks, then the
+# trial aside), under the same request streams as the changes above.
+BROKEN = [
+    ("chdir-typo", {U: {"chdir": "/srv/flaskap"}}, "chdir /srv/flaskap is not a directory on this host"),
+    ("no-callable", {U: {"module": "app:nope"}}, "uWSGI found no callable 'nope'"),
+    ("import-raises", {U: {"module": "slowfail:app"}}, "RuntimeError: broken setting: DATABASE_URL is not set"),
+    ("unknown-option", {T: {"options": {"no-such-option": 1}}}, "unknown config directive: no-such-option"),
+]
+FILES = [f"/etc/uwsgi/supervisor/{a['name']}.{kind}" for a in APPS for kind in ("ini", "env.ini")] + [
+    f"/etc/supervisor/conf.d/{a['name']}.conf" for a in APPS]
+
+
+def file_sums(host):
+    return {path: host.file(path).sha256sum for path in FILES}
+
+
+@pytest.fixture(scope="module")
+def refused(host, tmp_path_factory):
+    """Each broken change in turn, under load: the run, the streams, PIDs and files."""
+    tmp = tmp_path_factory.mktemp("refused")
+    ok(run_with(tmp, "refused-base", with_changes()))
+    seen = {}
+    for tag, change, _ in BROKEN:
+        pids = {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in APPS}
+        sums = file_sums(host)
+        with Load(host, tag) as load:
+            run = run_with(tmp, tag, with_changes(**change))
+        seen[tag] = {"run": run, "load": load, "pids": pids, "sums": sums, "sums_after": file_sums(host),
+                     "after": {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in APPS},
+                     "trial_dirs": host.run("ls -d /run/uwsgi-trial.* 2>/dev/null").stdout.strip()}
+    yield seen
+    ok(run_with(tmp, "refused-cleanup", BASE_APPS))
+
+
+@pytest.mark.parametrize("tag, cause", [(b[0], b[2]) for b in BROKEN])
+def test_a_change_that_cannot_work_is_refused_before_the_serving_app_is_touched(host, refused, tag, cause):
+    seen = refused[tag]
+    assert seen["run"].returncode != 0, seen["run"].stdout[-3000:]
+    said = hc.said(seen["run"])
+    assert cause in said, said[-3000:]
+    assert "Nothing was" in said and ("failed the proof" not in said), said[-3000:]
+    # Not one request was lost, the masters and every file are as they were,
+    # and the trial left nothing behind.
+    seen["load"].check()
+    assert seen["after"] == seen["pids"]
+    assert seen["sums_after"] == seen["sums"]
+    assert seen["trial_dirs"] == ""
+    for app in APPS:
+        hc.check_request(host, app, f"hello from {app['name']}")
+
+
+def test_a_chdir_change_is_a_graceful_reload(host, tmp_path):
+    """chdir is uWSGI's alone (the Supervisor program has no directory=): a new
+    release directory is taken by a graceful reload, not a stop and start."""
+    host.run_test("rm -rf /srv/releases && mkdir -p /srv/releases && cp -a /srv/flaskapp /srv/releases/r2 && "
+                  "sed -i 's/hello from/r2 hello from/' /srv/releases/r2/app.py")
+    try:
+        ok(run_with(tmp_path, "chdir-base", with_changes()))
+        pid = hc.supervisor_state(host, U)[1]
+        with Load(host, "chdir") as load:
+            run = ok(run_with(tmp_path, "chdir-r2", with_changes(**{U: {"chdir": "/srv/releases/r2"}})))
+        load.check()
+        assert f"{U}: graceful reload" in hc.said(run), hc.said(run)[-3000:]
+        assert hc.supervisor_state(host, U) == ("RUNNING", pid)
+        hc.check_request(host, UNIX_APP, f"r2 hello from {U}")
+    finally:
+        ok(run_with(tmp_path, "chdir-back", BASE_APPS))
+    hc.check_request(host, UNIX_APP, f"hello from {U}")
+
+
+def test_a_crash_looping_app_takes_the_good_config_and_serves(host, tmp_path):
+    """An earlier run left a broken ini (its import fails after startsecs, so
+    Supervisor restarts it for ever). A run with the good config makes the app
+    serve it, and never rolls back to the broken ini."""
+    ini = f"/etc/uwsgi/supervisor/{U}.ini"
+    host.run_test(f"sed -i 's/^module = app:app$/module = slowfail:app/' {ini} && supervisorctl restart {U}")
+    try:
+        time.sleep(6)
+        assert hc.supervisor_state(host, U)[0] in ("STARTING", "RUNNING", "BACKOFF")
+        run = ok(run_with(tmp_path, "crash-loop-good", BASE_APPS))
+        assert "rolled back" not in hc.said(run) and "restored" not in hc.said(run)
+        assert "module = app:app" in host.file(ini).content_string
+        hc.check_running_as(host, UNIX_APP)
+        hc.check_backlog(host, UNIX_APP)
+        hc.check_request(host, UNIX_APP, f"hello from {U}")
+    finally:
+        host.run(f"sed -i 's/^module = slowfail:app$/module = app:app/' {ini}")
+        ok(run_with(tmp_path, "crash-loop-back", BASE_APPS))

@@ -193,25 +193,14 @@ def test_later_sysctl_file_that_would_win_at_boot_is_reported(host, tmp_path):
 
 
 def test_a_tag_subset_that_changes_an_app_still_proves_it_and_rolls_it_back(host, tmp_path):
+    """With the trial turned off, the proof and the rollback are the last line
+    of defence, and a tag subset keeps them."""
     ini = f"/etc/uwsgi/supervisor/{TCP_APP['name']}.ini"
     ini_before = host.file(ini).sha256sum
-    run = run_with(tmp_path, "broken-tagged", {"uwsgi_apps": apps_with(1, options={"no-such-option": "1"})},
-                   "--tags", "uwsgi_apps")
+    run = run_with(tmp_path, "broken-tagged", {"uwsgi_apps": apps_with(1, options={"no-such-option": "1"}),
+                                               "uwsgi_trial": False}, "--tags", "uwsgi_apps")
     output = hc.said(run)
     assert run.returncode != 0
-    assert f"app {TCP_APP['name']} failed the proof" in output, output[-3000:]
-    assert "previous ini and program file were restored and it is RUNNING" in output, output[-3000:]
-    assert host.file(ini).sha256sum == ini_before
-    hc.check_running_as(host, TCP_APP)
-
-
-def test_broken_update_is_rolled_back_and_the_app_keeps_serving(host, tmp_path):
-    ini = f"/etc/uwsgi/supervisor/{TCP_APP['name']}.ini"
-    ini_before = host.file(ini).sha256sum
-    other_pid = hc.supervisor_state(host, UNIX_APP["name"])[1]
-    run = run_with(tmp_path, "broken", {"uwsgi_apps": apps_with(1, options={"no-such-option": "1"})})
-    assert run.returncode != 0
-    output = hc.said(run)
     assert f"app {TCP_APP['name']} failed the proof" in output, output[-3000:]
     assert "previous ini and program file were restored and it is RUNNING" in output, output[-3000:]
     # The log lines of the failed start, read before the restore, say why.
@@ -221,17 +210,43 @@ def test_broken_update_is_rolled_back_and_the_app_keeps_serving(host, tmp_path):
     hc.check_running_as(host, TCP_APP)
     hc.check_backlog(host, TCP_APP)
     hc.check_request(host, TCP_APP, f"hello from {TCP_APP['name']}")
-    assert hc.supervisor_state(host, UNIX_APP["name"]) == ("RUNNING", other_pid)
 
 
-def test_new_app_that_never_starts_is_removed_again(host, tmp_path):
-    apps = copy.deepcopy(BASE_APPS) + [{"name": "brokenapp", "module": "no_such_module:app",
-                                        "chdir": "/srv/flaskapp", "listen": 512}]
+def test_broken_update_is_refused_by_its_trial_and_the_app_keeps_serving(host, tmp_path):
+    """The same broken option under a tag subset, with the trial on (the
+    default): refused before any file is written or any master touched."""
+    ini = f"/etc/uwsgi/supervisor/{TCP_APP['name']}.ini"
+    ini_before = host.file(ini).sha256sum
     pids = {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in APPS}
-    run = run_with(tmp_path, "newbroken", {"uwsgi_apps": apps})
+    run = run_with(tmp_path, "broken", {"uwsgi_apps": apps_with(1, options={"no-such-option": "1"})},
+                   "--tags", "uwsgi_apps")
     assert run.returncode != 0
     output = hc.said(run)
-    assert "app brokenapp failed the proof" in output and "removed again" in output, output[-3000:]
+    assert f"app {TCP_APP['name']} (its ini changed) was tried aside" in output, output[-3000:]
+    assert "unknown config directive: no-such-option" in output, output[-3000:]
+    assert "Nothing was written and no app was touched" in output
+    assert host.file(ini).sha256sum == ini_before
+    assert not host.run("ls /etc/uwsgi/supervisor/ /etc/supervisor/conf.d/ | grep '~$'").stdout.strip(), "backup files left"
+    assert {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in APPS} == pids
+    hc.check_request(host, TCP_APP, f"hello from {TCP_APP['name']}")
+
+
+@pytest.mark.parametrize("trial", [True, False])
+def test_new_app_that_never_starts_never_stays(host, tmp_path, trial):
+    """Tried aside, it is refused before its files are written; without the
+    trial, the proof fails it and its files are removed again."""
+    apps = copy.deepcopy(BASE_APPS) + [{"name": "brokenapp", "module": "no_such_module:app",
+                                        "chdir": "/srv/flaskapp", "listen": 512,
+                                        "options": {"pythonpath": "/srv/lib"}}]
+    pids = {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in APPS}
+    run = run_with(tmp_path, f"newbroken-{trial}", {"uwsgi_apps": apps, "uwsgi_trial": trial})
+    assert run.returncode != 0
+    output = hc.said(run)
+    if trial:
+        assert "app brokenapp (it is new) was tried aside" in output, output[-3000:]
+        assert "No module named 'no_such_module'" in output, output[-3000:]
+    else:
+        assert "app brokenapp failed the proof" in output and "removed again" in output, output[-3000:]
     assert not host.file("/etc/supervisor/conf.d/brokenapp.conf").exists
     assert not host.file("/etc/uwsgi/supervisor/brokenapp.ini").exists
     assert "brokenapp" not in host.run("supervisorctl status").stdout

@@ -99,9 +99,24 @@ def test_a_host_tuned_higher_keeps_its_limits_live_and_after_a_reboot(host, tmp_
     hc.check_sysctls(host, LIMIT)
 
 
-def test_slow_app_that_fails_after_startsecs_is_rolled_back(host, tmp_path):
+def test_slow_app_that_fails_after_startsecs_is_refused_by_its_trial(host, tmp_path):
+    """Its import takes 4 s and then raises: the trial waits for it and quotes
+    the exception; the serving master never sees the change."""
     pid = hc.supervisor_state(host, UNIX_APP["name"])[1]
     run = run_with(tmp_path, "slowfail", {"uwsgi_apps": [dict(BASE_APPS[0], module="slowfail:app"), BASE_APPS[1]]})
+    assert run.returncode != 0
+    said = hc.said(run)
+    assert f"app {UNIX_APP['name']} (its ini changed) was tried aside" in said, said[-3000:]
+    assert "did not load: RuntimeError: broken setting" in said, said[-3000:]
+    assert hc.supervisor_state(host, UNIX_APP["name"]) == ("RUNNING", pid)
+    hc.check_request(host, UNIX_APP, f"hello from {UNIX_APP['name']}")
+    assert "module = app:app" in host.file(f"/etc/uwsgi/supervisor/{UNIX_APP['name']}.ini").content_string
+
+
+def test_slow_app_that_fails_after_startsecs_is_rolled_back_without_the_trial(host, tmp_path):
+    pid = hc.supervisor_state(host, UNIX_APP["name"])[1]
+    run = run_with(tmp_path, "slowfail-untried", {"uwsgi_apps": [dict(BASE_APPS[0], module="slowfail:app"),
+                                                                 BASE_APPS[1]], "uwsgi_trial": False})
     assert run.returncode != 0
     said = hc.said(run)
     assert f"app {UNIX_APP['name']} failed the proof" in said and "its app did not load" in said, said[-3000:]
