@@ -175,12 +175,24 @@ def _dependency_errors(where, app, settings):
     return errors
 
 
+# Where a changed set of packages is installed and tried before the serving
+# apps' virtualenv takes it (a new virtualenv per venv, root's own).
+STAGE_DIR = "/var/lib/uwsgi-role/staged-venvs"
+
+
 def uwsgi_venv_plan(apps, probe, pin):
     """What each virtualenv needs before its apps start: uWSGI built at the
     pinned version (and with PCRE, for internal routing), and the apps'
     packages and requirements installed when they differ from what the role
     last installed there (a digest kept in the venv). Apps sharing a venv share
-    its dependencies; each of them reloads when they change."""
+    its dependencies; each of them reloads when they change.
+
+    A changed set for a virtualenv that apps already run from is staged:
+    installed into a new virtualenv aside (`stage`), where the trial (when
+    on) imports the apps from it; the serving venv takes exactly what was
+    staged (pip freeze of the stage) only once the trial has passed, and
+    keeps what it had for the rollback. A first install goes straight into
+    the venv (nothing serves from it yet)."""
     seen = probe.get("venvs") or {}
     hashes = probe.get("requirements") or {}
     build, deps = [], []
@@ -203,9 +215,16 @@ def uwsgi_venv_plan(apps, probe, pin):
                                    "requirements": {path: hashes.get(path) for path in requirements}}, sort_keys=True)
         digest = "sha256:" + hashlib.sha256(digest_input.encode()).hexdigest()
         if found.get("deps") != digest:
+            programs = probe.get("supervisor", {}).get("programs", {})
+            serving = found.get("exists") and any(app["name"] in programs for app in members)
+            stage = None
+            if serving:
+                stage = "%s/%s" % (STAGE_DIR, hashlib.sha256(venv.encode()).hexdigest()[:16])
             deps.append({"venv": venv, "packages": packages, "requirements": requirements, "digest": digest,
                          "apps": [app["name"] for app in members],
-                         "missing": [path for path in requirements if hashes.get(path) is None]})
+                         "missing": [path for path in requirements if hashes.get(path) is None],
+                         "stage": stage, "target": stage or venv,
+                         "system_site_packages": bool(found.get("system_site_packages"))})
     return {"build": build, "deps": deps}
 
 
@@ -798,17 +817,20 @@ def _pending(name, probe):
     return bool(record.get("config_mtime") and took is not None and int(record["config_mtime"]) > int(took))
 
 
-def uwsgi_trial_plan(apps, probe, paths, settings, installed=None):
+def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None):
     """What the file write tries aside before it writes anything: every
     present app, with its files' paths, binary, user, group and bound. The
     module tries those whose files would change; `force` names why an app is
     tried even when they do not: its uwsgi binary or packages changed in this
-    run (installed: {binaries, deps}), or its files changed after its master
-    last read them. None with uwsgi_trial false."""
+    run (installed: {binaries, deps}), its packages were staged (staged: the
+    venv plan's deps, whose stage the trial imports the app from), or its
+    files changed after its master last read them. None with uwsgi_trial
+    false."""
     if not settings.get("trial", True):
         return []
     installed = installed or {}
     programs = probe.get("supervisor", {}).get("programs", {})
+    stages = {d["venv"]: d["stage"] for d in staged or [] if d.get("stage")}
     plan = []
     for app in apps:
         if app["state"] != "present":
@@ -817,7 +839,10 @@ def uwsgi_trial_plan(apps, probe, paths, settings, installed=None):
         reasons = []
         if name in installed.get("binaries", []):
             reasons.append("its uwsgi binary changed")
-        if name in installed.get("deps", []):
+        home = stages.get(app.get("uwsgi_venv")) if app.get("virtualenv") else None
+        if home:
+            reasons.append("its new packages, staged in %s" % home)
+        elif name in installed.get("deps", []):
             reasons.append("its packages changed")
         if programs.get(name, {}).get("state") == "RUNNING" and _pending(name, probe):
             reasons.append("its files changed after its master last read them")
@@ -826,7 +851,7 @@ def uwsgi_trial_plan(apps, probe, paths, settings, installed=None):
                      "program": "%s/%s.conf" % (paths["supervisor_conf_dir"], name),
                      "binary": app["binary"], "uid": app["uid"], "gid": app["gid"], "setpriv": settings["setpriv"],
                      "timeout": app["ready_timeout"], "force": "; ".join(reasons),
-                     "chdir": app["chdir"], "module": app["module"]})
+                     "chdir": app["chdir"], "module": app["module"], "home": home})
     return plan
 
 
@@ -1106,7 +1131,7 @@ def uwsgi_rollback_files(apps, failed, changed_files, backups, paths, previous, 
                 restore.append({"name": name, "kind": kind, "path": path, "backup": backups[path],
                                 "group": file_group, "mode": mode})
     touched = set()
-    for key in ("programs", "inis", "envs", "binaries"):
+    for key in ("programs", "inis", "envs", "binaries", "deps"):
         touched.update((changed_apps or {}).get(key, []))
     return {"restore": restore, "new": new, "unserved": unserved,
             "changed": [a["name"] for a in apps if a["name"] in failed and a["name"] in touched

@@ -48,7 +48,8 @@ options:
     description:
       - Apps to try aside before their files are written (name, ini, env, program: the paths of
         its files among O(files) and O(secret_files); binary, uid, gid, setpriv, timeout; force:
-        a reason to try it even when its files do not change).
+        a reason to try it even when its files do not change; chdir and module, to name them in a
+        failure; home, a virtualenv to import the app from instead of its own).
 author: backlogops
 """
 
@@ -175,7 +176,7 @@ def prepare_trial(spec, contents):
         env = read_bytes(spec["env"]) or b"[uwsgi]\n"
     env_path, ini_path = os.path.join(directory, "env.ini"), os.path.join(directory, "trial.ini")
     _write_private(env_path, env, uid, gid)
-    text = trial_ini(ini.decode("utf-8", "replace"), env_path, os.path.join(directory, "trial.sock"))
+    text = trial_ini(ini.decode("utf-8", "replace"), env_path, os.path.join(directory, "trial.sock"), spec.get("home"))
     _write_private(ini_path, to_bytes(text), uid, gid)
     os.chown(directory, uid, gid)
     argv = [spec["setpriv"], "--reuid=%s" % spec["uid"], "--regid=%s" % spec["gid"], "--init-groups", "--",
@@ -266,6 +267,7 @@ def main():
                 "force": {"type": "str", "default": ""},
                 "chdir": {"type": "str"},
                 "module": {"type": "str"},
+                "home": {"type": "path"},
             }},
         },
         supports_check_mode=True,

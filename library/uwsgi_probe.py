@@ -236,7 +236,10 @@ def venv_info(venv):
     except OSError:
         pass
     deps = read(os.path.join(venv, DEPS_MARKER))
-    return {"uwsgi": pip_version(venv, "uwsgi"), "pcre": pcre, "deps": deps.strip() if deps else None}
+    cfg = read(os.path.join(venv, "pyvenv.cfg")) or ""
+    system = any(line.replace(" ", "").lower() == "include-system-site-packages=true" for line in cfg.splitlines())
+    return {"uwsgi": pip_version(venv, "uwsgi"), "pcre": pcre, "deps": deps.strip() if deps else None,
+            "exists": os.path.isfile(os.path.join(venv, "pyvenv.cfg")), "system_site_packages": system}
 
 
 def sha256_of(path):

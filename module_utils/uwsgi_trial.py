@@ -63,15 +63,21 @@ def dropped(key):
     return key in TRIAL_DROPS or key.startswith(TRIAL_DROP_PREFIXES) or key.endswith("-socket")
 
 
-def trial_ini(ini_text, env_path, socket_path):
+HOME_KEYS = {"home", "virtualenv", "venv", "pyhome"}
+
+
+def trial_ini(ini_text, env_path, socket_path, home=None):
     """The app's ini as a trial reads it: its `ini = ` (the environment file)
     points at the trial's copy, what TRIAL_DROPS names is left out, and the
-    trial's socket and the hook that ends it are added."""
+    trial's socket and the hook that ends it are added. `home`: a virtualenv
+    to import the app from instead of its own (new packages, staged aside)."""
     out = []
     for line in ini_text.splitlines():
         match = _INI_LINE.match(line)
         if match and trial_key(match.group(1)) == "ini":
             out.append("ini = %s" % env_path)
+        elif match and home and trial_key(match.group(1)) in HOME_KEYS:
+            out.append("home = %s" % home)
         elif match and dropped(match.group(1)):
             out.append("; left out of the trial: %s" % trial_key(match.group(1)))
         else:

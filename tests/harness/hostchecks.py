@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import subprocess
 import time
 
@@ -238,3 +239,53 @@ def recap_changed(output: str) -> dict[str, int]:
             if int(fields.get("failed", 0)) or int(fields.get("unreachable", 0)):
                 raise AssertionError(output[-3000:])
     return changed
+
+
+NGINX_ERRORS = "/var/log/nginx/error.log"
+
+
+def nginx_errors(host) -> int:
+    return int(host.check_output(f"wc -l < {NGINX_ERRORS}").strip() or 0)
+
+
+class Load:
+    """A request stream through nginx to each app (name -> nginx's port on the
+    host), bounded in time and count: `with Load(host, tag, ports) as load:`,
+    then load.check()."""
+
+    def __init__(self, host, tag: str, ports: dict):
+        self.host, self.tag, self.ports = host, tag, ports
+
+    def __enter__(self):
+        self.errors_before = nginx_errors(self.host)
+        for name, port in self.ports.items():
+            out, stop = f"/srv/load-{self.tag}-{name}.json", f"/srv/stop-{self.tag}-{name}"
+            self.host.run_test(f"rm -f {out} {stop}")
+            stream = (f"loadstream http://127.0.0.1:{port}/ --workers 6 --pause 0.01 --stop-file {stop} "
+                      f"--max-seconds 240 --max-requests 200000 > {out} 2>&1")
+            self.host.run_test(f"setsid -f sh -c {shlex.quote(stream)}")
+        time.sleep(1)
+        return self
+
+    def __exit__(self, *exc):
+        for name in self.ports:
+            self.host.run_test(f"touch /srv/stop-{self.tag}-{name}")
+        self.results = {}
+        for name in self.ports:
+            out = f"/srv/load-{self.tag}-{name}.json"
+            for _ in range(150):
+                text = self.host.run(f"cat {out}").stdout.strip()
+                if text.endswith("}"):
+                    self.results[name] = json.loads(text)
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError(f"request stream {name} did not report")
+        self.new_nginx_errors = self.host.run(f"tail -n +{self.errors_before + 1} {NGINX_ERRORS}").stdout.strip()
+        return False
+
+    def check(self, minimum=100):
+        for name, stats in self.results.items():
+            assert stats["failed"] == 0 and not stats["errors"], f"{self.tag} {name}: {stats}"
+            assert stats["ok"] >= minimum, f"{self.tag} {name}: too few requests to tell: {stats}"
+        assert not self.new_nginx_errors, self.new_nginx_errors

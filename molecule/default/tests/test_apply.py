@@ -5,7 +5,6 @@ every change, and each change must leave 0 failed requests, 0 client errors,
 0 new lines in nginx's error log, and be in effect afterwards."""
 
 import json
-import shlex
 import time
 
 import pytest
@@ -19,7 +18,6 @@ APPS = hc.apps_from_playbook(PLAYBOOK)
 UNIX_APP = next(a for a in APPS if a["socket"].startswith("/"))
 TCP_APP = next(a for a in APPS if not a["socket"].startswith("/"))
 PORTS = {UNIX_APP["name"]: 8081, TCP_APP["name"]: 8082}
-NGINX_ERRORS = "/var/log/nginx/error.log"
 
 
 def run_with(tmp_path, name, apps, *args, **extra):
@@ -33,48 +31,9 @@ def ok(run):
     return run
 
 
-def nginx_errors(host):
-    return int(host.check_output(f"wc -l < {NGINX_ERRORS}").strip() or 0)
-
-
-class Load:
+def Load(host, tag):  # noqa: N802 (reads as the class it returns)
     """A request stream through nginx to each app, bounded in time and count."""
-
-    def __init__(self, host, tag):
-        self.host, self.tag = host, tag
-
-    def __enter__(self):
-        self.errors_before = nginx_errors(self.host)
-        for name, port in PORTS.items():
-            out, stop = f"/srv/load-{self.tag}-{name}.json", f"/srv/stop-{self.tag}-{name}"
-            self.host.run_test(f"rm -f {out} {stop}")
-            self.host.run_test(
-                f"setsid -f sh -c {shlex.quote(f'loadstream http://127.0.0.1:{port}/ --workers 6 --pause 0.01 --stop-file {stop} --max-seconds 240 --max-requests 200000 > {out} 2>&1')}")
-        time.sleep(1)
-        return self
-
-    def __exit__(self, *exc):
-        for name in PORTS:
-            self.host.run_test(f"touch /srv/stop-{self.tag}-{name}")
-        self.results = {}
-        for name in PORTS:
-            out = f"/srv/load-{self.tag}-{name}.json"
-            for _ in range(150):
-                text = self.host.run(f"cat {out}").stdout.strip()
-                if text.endswith("}"):
-                    self.results[name] = json.loads(text)
-                    break
-                time.sleep(0.2)
-            else:
-                raise AssertionError(f"request stream {name} did not report")
-        self.new_nginx_errors = self.host.run(f"tail -n +{self.errors_before + 1} {NGINX_ERRORS}").stdout.strip()
-        return False
-
-    def check(self, minimum=100):
-        for name, stats in self.results.items():
-            assert stats["failed"] == 0 and not stats["errors"], f"{self.tag} {name}: {stats}"
-            assert stats["ok"] >= minimum, f"{self.tag} {name}: too few requests to tell: {stats}"
-        assert not self.new_nginx_errors, self.new_nginx_errors
+    return hc.Load(host, tag, PORTS)
 
 
 # uWSGI before 2.0.27 (Debian 11 and 12) can reset a request that a worker

@@ -228,3 +228,65 @@ def test_bad_dependencies_are_refused_before_any_change(dependency_runs, case):
 
 def test_bad_dependencies_changed_nothing(dependency_runs):
     assert dependency_runs[1] == dependency_runs[2]
+
+
+VENV = "/srv/venvapp/venv"
+DIGEST = f"{VENV}/.backlogops-uwsgi-deps"
+STAGES = "/var/lib/uwsgi-role/staged-venvs"
+# Flask 1.1.4 installs on Python 3.11, and its import fails there (its Jinja2
+# 2.x imports what MarkupSafe no longer has).
+BREAKING = "flask==1.1.4"
+
+
+def breaking_set(host):
+    host.check_output(f"echo {BREAKING} > /srv/venvapp/requirements.txt")
+    return with_apps(venvapp={"packages": [BREAKING]})
+
+
+@pytest.fixture()
+def requirements_kept(host, tmp_path):
+    """The requirements file as prepare wrote it, and the playbook's apps, after the test."""
+    requirements = host.file("/srv/venvapp/requirements.txt").content_string
+    yield
+    host.check_output(f"echo {shlex.quote(requirements.strip())} > /srv/venvapp/requirements.txt")
+    run_with(tmp_path, {})
+
+
+def test_packages_that_install_but_break_the_import_are_refused_before_the_venv_changes(host, tmp_path,
+                                                                                        requirements_kept):
+    """Staged in a virtualenv aside and tried there: refused with the import
+    error, under a request stream through nginx that loses nothing; the
+    serving virtualenv, its record and the masters are as they were."""
+    venv_apps = [a for a in APPS if a["virtualenv"]]
+    pids = {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in venv_apps}
+    digest = host.file(DIGEST).content_string
+    path = tmp_path / "breaking.json"
+    path.write_text(json.dumps({"uwsgi_apps": breaking_set(host)}))
+    with hc.Load(host, "breaking", {"venvapp": 8091}) as load:
+        run = hc.run_playbook(PLAYBOOK, "-e", f"@{path}")
+    said = hc.said(run)
+    assert run.returncode != 0, said[-3000:]
+    assert "was tried aside" in said and "its new packages, staged in" in said, said[-3000:]
+    assert "ImportError" in said and "soft_unicode" in said, said[-3000:]
+    load.check()
+    assert {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in venv_apps} == pids
+    assert host.file(DIGEST).content_string == digest
+    assert host.run(f"ls -A {STAGES}").stdout.strip() == ""
+    for app in venv_apps:
+        assert hc.about(host, app)["flask"] == "3.0.3"
+
+
+def test_without_the_trial_a_breaking_set_is_rolled_back_to_the_packages_that_served(host, tmp_path,
+                                                                                     requirements_kept):
+    """The rollback is the last line of defence: the serving virtualenv took
+    the set, the proof failed it, and the packages it had come back."""
+    digest = host.file(DIGEST).content_string
+    path = tmp_path / "breaking-untried.json"
+    path.write_text(json.dumps({"uwsgi_apps": breaking_set(host), "uwsgi_trial": False}))
+    run = hc.run_playbook(PLAYBOOK, "-e", f"@{path}")
+    said = hc.said(run)
+    assert run.returncode != 0 and "failed the proof" in said, said[-3000:]
+    assert host.file(DIGEST).content_string == digest
+    for app in [a for a in APPS if a["virtualenv"]]:
+        hc.wait_until_serving(host, [app], timeout=60)
+        assert hc.about(host, app)["flask"] == "3.0.3"
