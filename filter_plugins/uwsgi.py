@@ -202,10 +202,11 @@ def uwsgi_venv_plan(apps, probe, pin):
             by_venv.setdefault(app["uwsgi_venv"], []).append(app)
     for venv in sorted(by_venv):
         found = seen.get(venv) or {}
+        # previous: the version its apps run now, put back when the new one fails its trial.
         if found.get("uwsgi") != str(pin):
-            build.append({"venv": venv, "force": False})
+            build.append({"venv": venv, "force": False, "previous": found.get("uwsgi")})
         elif not found.get("pcre"):
-            build.append({"venv": venv, "force": True})
+            build.append({"venv": venv, "force": True, "previous": None})
         members = by_venv[venv]
         packages = sorted({p for app in members for p in app.get("packages") or []})
         requirements = sorted({app["requirements"] for app in members if app.get("requirements")})

@@ -174,3 +174,10 @@ def test_an_app_that_is_not_running_is_not_forced():
     seen["supervisor"]["programs"]["flaskapp"]["state"] = "FATAL"
     seen["managed"]["flaskapp"].update(config_mtime=3000, started=None)
     assert f.uwsgi_trial_plan(f.uwsgi_public(apps()), seen, PATHS, SETTINGS)[0]["force"] == ""
+
+
+def test_staged_packages_are_imported_from_the_virtualenv_aside():
+    ini = INI.replace("chdir = /srv/flaskapp\n", "chdir = /srv/flaskapp\nhome = /srv/flaskapp/venv\n")
+    text = t.trial_ini(ini, "/run/x/env.ini", "/run/x/trial.sock", home="/var/lib/uwsgi-role/staged-venvs/abc")
+    assert "home = /var/lib/uwsgi-role/staged-venvs/abc" in text and "/srv/flaskapp/venv" not in text
+    assert "home = /srv/flaskapp/venv" in t.trial_ini(ini, "/run/x/env.ini", "/run/x/trial.sock")

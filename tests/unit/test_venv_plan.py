@@ -22,7 +22,7 @@ def plan(apps, venvs=None, requirements=None, pin="2.0.31"):
 def test_a_new_venv_gets_uwsgi_then_its_apps_packages():
     apps = pip_apps({"name": "a", "virtualenv": "/srv/a/venv", "packages": ["flask==3.0.3"]})
     result = plan(apps)
-    assert result["build"] == [{"venv": "/srv/a/venv", "force": False}]
+    assert result["build"] == [{"venv": "/srv/a/venv", "force": False, "previous": None}]
     assert [(d["venv"], d["packages"], d["apps"]) for d in result["deps"]] == [("/srv/a/venv", ["flask==3.0.3"], ["a"])]
     assert result["deps"][0]["digest"].startswith("sha256:")
 
@@ -42,7 +42,7 @@ def test_uwsgi_without_pcre_is_rebuilt_by_force_and_apps_sharing_a_venv_share_it
     apps = pip_apps({"name": "a", "virtualenv": "/v", "packages": ["flask==3.0.3"]},
                     {"name": "b", "virtualenv": "/v", "packages": ["six==1.16.0"], "socket": "127.0.0.1:9000"})
     result = plan(apps, {"/v": {"uwsgi": "2.0.31", "pcre": False, "deps": None}})
-    assert result["build"] == [{"venv": "/v", "force": True}]
+    assert result["build"] == [{"venv": "/v", "force": True, "previous": None}]
     assert result["deps"][0]["packages"] == ["flask==3.0.3", "six==1.16.0"] and result["deps"][0]["apps"] == ["a", "b"]
 
 
@@ -70,3 +70,31 @@ def test_bad_dependencies_are_refused_saying_what_to_change(app, settings, words
 def test_ordinary_requirements_pass(package):
     apps = pip_apps({"name": "a", "virtualenv": "/v", "packages": [package]})
     assert f.uwsgi_input_errors(apps, PIP, {"net.core.somaxconn": 4096, "net.ipv4.tcp_max_syn_backlog": 4096}) == []
+
+
+def test_a_new_pin_keeps_the_version_its_apps_run_to_put_back():
+    apps = pip_apps({"name": "a", "virtualenv": "/srv/a/venv"})
+    result = plan(apps, {"/srv/a/venv": {"uwsgi": "2.0.30", "pcre": True, "exists": True}})
+    assert result["build"] == [{"venv": "/srv/a/venv", "force": False, "previous": "2.0.30"}]
+
+
+def serving(apps_, digest="sha256:old"):
+    venvs = {"/srv/a/venv": {"uwsgi": "2.0.31", "pcre": True, "deps": digest, "exists": True}}
+    return {"venvs": venvs, "requirements": {}, "supervisor": {"programs": {a["name"]: {"state": "RUNNING"}
+                                                                            for a in apps_}}}
+
+
+def test_a_changed_set_for_a_venv_apps_run_from_is_staged_aside():
+    apps = pip_apps({"name": "a", "virtualenv": "/srv/a/venv", "packages": ["flask==3.0.2"]})
+    deps = f.uwsgi_venv_plan(apps, serving(apps), "2.0.31")["deps"]
+    assert deps[0]["stage"].startswith("/var/lib/uwsgi-role/staged-venvs/") and deps[0]["target"] == deps[0]["stage"]
+    # What the trial is given: the app imports from the stage.
+    trial = f.uwsgi_trial_plan(apps, serving(apps), {"config_dir": "/etc/u", "supervisor_conf_dir": "/etc/s"},
+                               {"trial": True, "setpriv": "/usr/bin/setpriv"}, {"deps": ["a"]}, deps)[0]
+    assert trial["home"] == deps[0]["stage"] and "its new packages, staged in" in trial["force"]
+
+
+def test_a_first_install_goes_straight_into_the_venv():
+    apps = pip_apps({"name": "a", "virtualenv": "/srv/a/venv", "packages": ["flask==3.0.2"]})
+    deps = f.uwsgi_venv_plan(apps, {"venvs": {}, "requirements": {}}, "2.0.31")["deps"]
+    assert deps[0]["stage"] is None and deps[0]["target"] == "/srv/a/venv"
