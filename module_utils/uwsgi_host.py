@@ -4,7 +4,9 @@ file holds and returns plain data; none of them runs anything."""
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 
 # Written into every Supervisor program file the role manages, so that a later
 # run knows the program is its own even when the app is no longer listed.
@@ -131,7 +133,23 @@ def parse_program_file(text):
             group = arg.split("=", 1)[1]
     if not managed and not (ini and ini.endswith("/%s.ini" % name)):
         return None
-    return {"name": name, "command": command, "ini": ini, "user": user, "group": group}
+    return {"name": name, "command": command, "ini": ini, "user": user, "group": group, "marked": managed}
+
+
+def is_roles_program(program, config_dir):
+    """A program is the role's own only when the role wrote it: its file
+    parses as one of the role's (the role's mark, or an earlier version's
+    layout) and the ini it runs is NAME.ini in the role's config directory."""
+    return bool(program and program.get("ini")
+                and program["ini"] == "%s/%s.ini" % (config_dir.rstrip("/"), program["name"]))
+
+
+_SECTION = re.compile(r"^\s*\[(program|fcgi-program|eventlistener|group):([^\]]+)\]\s*$")
+
+
+def parse_supervisor_sections(text):
+    """The names a Supervisor config file gives its programs and groups."""
+    return [match.group(2).strip() for match in map(_SECTION.match, (text or "").splitlines()) if match]
 
 
 def parse_ini_sockets(text):
@@ -201,3 +219,48 @@ def parse_prometheus_text(text):
             pos = label.end()
         samples.append({"name": name, "labels": labels, "value": float(value)})
     return samples
+
+
+# What read_untrusted returns for a symlink, a FIFO, a device, a directory, a
+# file it may not open, or one larger than its bound: it differs from
+# anything the role would write, and holds nothing the role uses.
+NOT_REGULAR = b"\0(not a regular file within bounds)"
+
+
+def read_untrusted(path, limit):
+    """A file in a place someone other than root may write (a virtualenv, an
+    app user's environment file): never through a symlink, never a FIFO or a
+    device, at most `limit` bytes. None when it does not exist, NOT_REGULAR
+    when it cannot be read that way."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return NOT_REGULAR
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return NOT_REGULAR
+        data = handle.read(limit + 1)
+    return data if len(data) <= limit else NOT_REGULAR
+
+
+def untrusted_by(path):
+    """Who else than root could change what is at `path`: the first of it and
+    its parent directories that is not root's, or is writable by its group or
+    by others (a sticky directory aside), or a symlink on the way, as
+    "PATH (owner UID, mode MODE)"; None when only root can. The walk stops at
+    the first part that does not exist."""
+    parts = os.path.abspath(path).split("/")
+    for end in range(2, len(parts) + 1):
+        here = "/".join(parts[:end])
+        try:
+            st = os.lstat(here)
+        except OSError:
+            return None
+        mode = stat.S_IMODE(st.st_mode)
+        writable = mode & 0o022 and not (stat.S_ISDIR(st.st_mode) and mode & stat.S_ISVTX)
+        if st.st_uid != 0 or writable or (stat.S_ISLNK(st.st_mode) and end < len(parts)):
+            return "%s (owner uid %d, mode %04o%s)" % (here, st.st_uid, mode,
+                                                       ", a symlink" if stat.S_ISLNK(st.st_mode) else "")
+    return None

@@ -25,7 +25,8 @@ def test_every_app_gets_its_environment_ini_and_program():
     by_path = {t["path"]: t for t in plan["templates"]}
     env = by_path["/etc/uwsgi/supervisor/flaskapp.env.ini"]
     assert env["secret"] and env["vars"]["item"]["environment"] == {"APP_NAME": "flaskapp"}
-    assert (env["owner"], env["group"], env["mode"], env["backup"]) == ("root", "www-data", "0640", True)
+    # Only the app's own user reads its environment: not its group (the web server, other apps).
+    assert (env["owner"], env["group"], env["mode"], env["backup"]) == ("www-data", "root", "0400", True)
     ini = by_path["/etc/uwsgi/supervisor/flaskapp.ini"]
     # The ini and the program see the public view: environment keys, never values.
     assert not ini.get("secret") and ini["vars"]["item"]["environment"] == ["APP_NAME"]
@@ -36,7 +37,8 @@ def test_every_app_gets_its_environment_ini_and_program():
 
 def test_directories_the_role_owns_come_first_with_the_apps_group():
     plan = file_plan()
-    assert plan["dirs"][0] == {"path": "/run/uwsgi", "owner": "root", "group": "www-data", "mode": "0775"}
+    # Sticky: no app's user can remove or replace another app's socket.
+    assert plan["dirs"][0] == {"path": "/run/uwsgi", "owner": "root", "group": "www-data", "mode": "1775"}
     # tmpfiles.d's own directory too: a container without systemd lacks it.
     assert [d["path"] for d in plan["dirs"][1:]] == ["/etc/uwsgi/supervisor", "/usr/local/lib/uwsgi-role",
                                                       "/etc/tmpfiles.d"]
@@ -71,7 +73,8 @@ def test_rollback_restores_backups_and_removes_a_new_apps_files():
     rb = f.uwsgi_rollback_files(present, ["flaskapp", "flaskapi"], changed, backups, PATHS, previous)
     # flaskapp's program is new in this run (no backup): its files go.
     assert rb["new"] == ["flaskapp"] and rb["programs"] == []
-    assert [(r["kind"], r["group"], r["mode"]) for r in rb["restore"]] == [("ini", "webapps", "0640"), ("env", "webapps", "0640")]
+    assert [(r["kind"], r["owner"], r["group"], r["mode"]) for r in rb["restore"]] == [
+        ("ini", "root", "webapps", "0640"), ("env", "www-data", "root", "0400")]
     assert rb["restore"][0]["backup"].endswith("~")
 
 
