@@ -794,24 +794,32 @@ def uwsgi_preflight_errors(plan, probe, ctx):
     return errors + list(plan.get("errors", []))
 
 
-def uwsgi_proof(apps, probe):
+def _socket_in_effect(app, probe, users=None):
+    user = (users if users is not None else probe.get("users") or {}).get(app["uid"]) or {}
+    return host.socket_in_effect(app["socket"], probe.get("listeners", []),
+                                 (probe.get("socket_files") or {}).get(app["socket"]), user.get("uid"))
+
+
+def uwsgi_proof(apps, probe, users=None):
     """Each present app's verdict after the handlers: RUNNING under Supervisor,
     its listen as the backlog in effect on its socket, its app loaded when it
     was started in this run, as many workers as `processes`, and a 2xx or 3xx
     answer on its check_path when it names one."""
     programs = probe.get("supervisor", {}).get("programs", {})
-    backlogs = host.backlogs_by_socket(probe.get("listeners", []))
     verdicts = []
     for app in apps:
         if app["state"] != "present":
             continue
         name = app["name"]
         state = programs.get(name, {})
-        backlog = backlogs.get(host.socket_key(app["socket"]))
+        listener, wrong = _socket_in_effect(app, probe, users)
+        backlog = listener["backlog"] if listener and not wrong else None
         problems = []
         if state.get("state") != "RUNNING":
             problems.append("Supervisor says %s" % state.get("line", "no such program"))
-        if backlog != app["listen"]:
+        if wrong and listener:
+            problems.append(wrong)
+        if backlog != app["listen"] and not (wrong and listener):
             problems.append("ss shows %s" % ("no LISTEN socket" if backlog is None else "backlog %d" % backlog))
         ready = (probe.get("ready") or {}).get(name)
         if ready is not None and not ready["ok"]:
@@ -988,6 +996,9 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             hard.append("no socket of its is listening")
         if state == "RUNNING" and workers == 0 and not hard:
             hard.append("its master has no worker (still loading its app, or crash-looping)")
+        listener, wrong = _socket_in_effect(app, probe)
+        if state == "RUNNING" and listener and wrong and not hard:
+            hard.append(wrong)
         if hard or (reasons and strategy == "restart"):
             plan["restart"].append(name)
             plan["why"].append("%s: stop and start (%s)" % (name, "; ".join(hard + reasons)))

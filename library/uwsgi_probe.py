@@ -45,6 +45,11 @@ options:
     description: Virtualenvs whose uWSGI (version, built with PCRE) and the role's digest of their packages to report.
   requirements: {type: list, elements: path, default: [], description: Requirements files whose sha256 to report.}
   textfile: {type: path, description: The sampler's metrics file (Prometheus text) to read and parse.}
+  socket_files:
+    type: list
+    elements: path
+    default: []
+    description: Unix socket paths whose inode, device and owner to report (lstat; nothing is opened).
   paths:
     type: list
     elements: str
@@ -100,6 +105,17 @@ def read(path, default=None):
             return handle.read()
     except OSError:
         return default
+
+
+def socket_file(path):
+    """What is at a unix socket's path: its inode and device (as ss
+    --extended prints a bound socket's) and its owner, the user that bound it."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return {"exists": False}
+    return {"exists": True, "is_socket": stat.S_ISSOCK(st.st_mode), "ino": st.st_ino, "uid": st.st_uid,
+            "dev": "%d/%d" % (os.major(st.st_dev), os.minor(st.st_dev))}
 
 
 def user_info(name):
@@ -449,6 +465,7 @@ def main():
             "requirements": {"type": "list", "elements": "path", "default": []},
             "textfile": {"type": "path"},
             "paths": {"type": "list", "elements": "str", "default": []},
+            "socket_files": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
     )
@@ -471,7 +488,8 @@ def main():
     ss = module.get_bin_path("ss")
     listeners = []
     if ss:
-        _, out, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--processes"])
+        _, out, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--processes",
+                                        "--extended"])
         listeners = parse_ss_listeners(out)
     program_pids = {s["pid"]: name for name, s in supervisor["programs"].items() if s["pid"]}
     parents = parents_of([pid for lst in listeners for _, pid in lst["processes"]])
@@ -560,6 +578,7 @@ def main():
         "venvs": {venv: venv_info(venv) for venv in p["venvs"]},
         "requirements": {path: sha256_of(path) for path in p["requirements"]},
         "requirements_writable_by": {path: untrusted_by(path) for path in p["requirements"]},
+        "socket_files": {path: socket_file(path) for path in p["socket_files"]},
         # Whether anything matches each glob (a trailing / matches directories only).
         "paths": {pattern: bool(glob.glob(pattern)) for pattern in p["paths"]},
     }

@@ -13,14 +13,20 @@ import stat
 MANAGED_MARKER = "; managed by backlogops.uwsgi:"
 
 _SS_USER = re.compile(r'\("([^"]*)",pid=(\d+),fd=\d+\)')
+# ss --extended: a unix socket's bound file (inode, device major/minor), a TCP socket's owner.
+_SS_VFS = re.compile(r"<-> ino:(\d+) dev:(\d+)/(\d+)")
+_SS_UID = re.compile(r"\buid:(\d+)\b")
 
 
 def parse_ss_listeners(ss_stdout):
-    """The LISTEN sockets of `ss -H --listening --numeric --unix --tcp [--processes]`.
+    """The LISTEN sockets of `ss -H --listening --numeric --unix --tcp [--processes] [--extended]`.
 
     Each is a dict: kind (unix or tcp), local (as ss prints it), port (TCP),
     queue (Recv-Q: connections waiting now), backlog (Send-Q: the backlog in
-    effect) and processes ([name, pid] pairs, when ss could read them).
+    effect), processes ([name, pid] pairs, when ss could read them), and with
+    --extended the file a unix socket is bound to (vfs: inode and device as
+    "major/minor"; the path ss prints is the name it was bound with, even once
+    that file is deleted or replaced) and a TCP socket's owner (uid).
     """
     listeners = []
     for line in (ss_stdout or "").splitlines():
@@ -53,6 +59,12 @@ def parse_ss_listeners(ss_stdout):
             "backlog": backlog,
             "processes": [[name, int(pid)] for name, pid in _SS_USER.findall(line)],
         })
+        vfs = _SS_VFS.search(line) if kind == "unix" else None
+        if vfs:
+            listeners[-1]["vfs"] = {"ino": int(vfs.group(1)), "dev": "%s/%s" % (vfs.group(2), vfs.group(3))}
+        uid = _SS_UID.search(line) if kind == "tcp" else None
+        if uid:
+            listeners[-1]["uid"] = int(uid.group(1))
     return listeners
 
 
@@ -264,3 +276,32 @@ def untrusted_by(path):
             return "%s (owner uid %d, mode %04o%s)" % (here, st.st_uid, mode,
                                                        ", a symlink" if stat.S_ISLNK(st.st_mode) else "")
     return None
+
+
+def socket_in_effect(socket, listeners, socket_file=None, uid=None):
+    """The listener that serves an app's socket, and what is wrong with it.
+
+    (listener or None, problem or None). A unix socket serves only when the
+    file at its path is the one a listener is bound to (ss --extended's
+    inode and device, against the path's, `socket_file`), and was bound by
+    the app's user (the file's owner, `uid`): a deleted file, or another
+    process's socket in its place, does not serve the app whatever ss's name
+    says. A TCP listener on the port with another owner is not the app's."""
+    key = socket_key(socket)
+    found = [item for item in listeners if listener_key(item) == key]
+    if not found:
+        return None, "no LISTEN socket"
+    if not str(socket).startswith("/"):
+        if uid is not None and all("uid" in item and item["uid"] != uid for item in found):
+            return found[0], "the socket on that port is held by uid %d, not the app's user" % found[0]["uid"]
+        return found[0], None
+    if socket_file is None or not any("vfs" in item for item in found):
+        return found[0], None  # nothing to tell them apart by: ss without --extended
+    if not socket_file.get("exists"):
+        return found[0], "its socket file %s is gone (the master still listens on the deleted file)" % socket
+    mine = [item for item in found if item.get("vfs") == {"ino": socket_file["ino"], "dev": socket_file["dev"]}]
+    if not mine:
+        return found[0], "%s is not the socket its master listens on (the file was replaced)" % socket
+    if uid is not None and socket_file.get("uid") != uid:
+        return mine[0], "%s was bound by uid %s, not by the app's user" % (socket, socket_file.get("uid"))
+    return mine[0], None

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from conftest import filters as f, uwsgi_host as h
+from conftest import FIXTURES, filters as f, uwsgi_host as h
 from test_decisions import SETTINGS, apps, errors, plan, probe
 
 
@@ -119,3 +119,42 @@ def test_read_untrusted_never_follows_a_symlink_nor_opens_a_fifo_and_is_bounded(
     assert h.read_untrusted(str(plain), 100) == b"sha256:abc\n"
     assert h.read_untrusted(str(tmp_path / "missing"), 100) is None
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+EXTENDED = h.parse_ss_listeners((FIXTURES / "bookworm" / "ss-listening-extended.txt").read_text())
+SOCKET = "/run/uwsgi/flaskapp.sock"
+BOUND = {"exists": True, "is_socket": True, "ino": 295, "dev": "0/48", "uid": 33}
+
+
+def test_ss_extended_gives_each_unix_socket_its_bound_file_and_each_tcp_socket_its_owner():
+    unix = next(item for item in EXTENDED if item["local"] == SOCKET)
+    assert unix["vfs"] == {"ino": 295, "dev": "0/48"} and unix["backlog"] == 4096
+    tcp = next(item for item in EXTENDED if item["kind"] == "tcp" and item["port"] == 8001)
+    assert tcp["uid"] == 33
+
+
+@pytest.mark.parametrize("found, uid, problem", [
+    (BOUND, 33, None),
+    ({"exists": False}, 33, "its socket file /run/uwsgi/flaskapp.sock is gone"),
+    (dict(BOUND, ino=999), 33, "is not the socket its master listens on (the file was replaced)"),
+    (BOUND, 1001, "was bound by uid 33, not by the app's user"),
+])
+def test_the_socket_at_the_path_must_be_the_one_a_master_of_the_apps_user_listens_on(found, uid, problem):
+    listener, wrong = h.socket_in_effect(SOCKET, EXTENDED, found, uid)
+    assert listener["backlog"] == 4096
+    assert (wrong is None) if problem is None else (problem in wrong), wrong
+
+
+def test_a_tcp_port_held_by_another_user_is_not_the_apps():
+    assert h.socket_in_effect("127.0.0.1:8001", EXTENDED, None, 33)[1] is None
+    assert "held by uid 33" in h.socket_in_effect("127.0.0.1:8001", EXTENDED, None, 1001)[1]
+
+
+def test_a_deleted_socket_fails_the_proof_and_the_next_run_restarts_the_app():
+    seen = probe(listeners=EXTENDED, socket_files={SOCKET: {"exists": False}}, workers={"flaskapp": 2, "flaskapi": 2})
+    verdict = f.uwsgi_proof(f.uwsgi_public(apps()), seen)[0]
+    assert not verdict["ok"] and "is gone" in verdict["message"], verdict
+    seen["managed"]["flaskapp"].update(config_mtime=1000, started=2000)
+    plan = f.uwsgi_apply_plan(f.uwsgi_public(apps((0, {"listen": 4096}))), {"programs": [], "inis": [], "envs": []},
+                              seen)
+    assert plan["restart"] == ["flaskapp"] and "is gone" in plan["why"][0], plan
