@@ -45,6 +45,9 @@ options:
     description: Virtualenvs whose uWSGI (version, built with PCRE) and the role's digest of their packages to report.
   requirements: {type: list, elements: path, default: [], description: Requirements files whose sha256 to report.}
   textfile: {type: path, description: The sampler's metrics file (Prometheus text) to read and parse.}
+  textfile_record:
+    type: path
+    description: The role's record (JSON) of the textfile directory's group and mode before the role changed them.
   socket_files:
     type: list
     elements: path
@@ -466,6 +469,7 @@ def main():
             "textfile": {"type": "path"},
             "paths": {"type": "list", "elements": "str", "default": []},
             "socket_files": {"type": "list", "elements": "path", "default": []},
+            "textfile_record": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -579,6 +583,8 @@ def main():
         "requirements": {path: sha256_of(path) for path in p["requirements"]},
         "requirements_writable_by": {path: untrusted_by(path) for path in p["requirements"]},
         "socket_files": {path: socket_file(path) for path in p["socket_files"]},
+        # What the textfile directory was before the role gave the sampler's group write there.
+        "textfile_record": applied_record(p["textfile_record"]) if p["textfile_record"] else {},
         # Whether anything matches each glob (a trailing / matches directories only).
         "paths": {pattern: bool(glob.glob(pattern)) for pattern in p["paths"]},
     }

@@ -259,3 +259,20 @@ def test_an_app_that_was_not_serving_is_never_rolled_back_to_what_never_served(b
     line = f.uwsgi_rollback_report([{"name": "flaskapp", "message": "app flaskapp: expected RUNNING ..."}], [], [],
                                    {}, {}, "/var/log/supervisor", rb["unserved"])[0]
     assert "was not serving before this run" in line and "Its new files stay" in line
+
+
+def test_the_textfile_directory_is_recorded_as_it_was_before_the_role_first_changes_it():
+    full = apps()
+    present = [a for a in f.uwsgi_public(full) if a["state"] == "present"]
+    host_plan = f.uwsgi_host_plan(present, probe(), SETTINGS)
+    record = "/etc/uwsgi/supervisor/.textfile-dir.json"
+    before = {"exists": True, "group": "root", "mode": "0755"}
+    plan = f.uwsgi_file_plan(present, host_plan, PATHS, full, dict(SAMPLER, before=before, record=record, recorded={}))
+    written = next(c for c in plan["contents"] if c["path"] == record)
+    assert json.loads(written["content"]) == {"path": "/var/lib/prometheus/node-exporter", "group": "root",
+                                              "mode": "0755"}
+    assert written["mode"] == "0600"
+    # Once recorded, it is never written again (it keeps what the directory was before the role).
+    again = f.uwsgi_file_plan(present, host_plan, PATHS, full,
+                              dict(SAMPLER, before=before, record=record, recorded=json.loads(written["content"])))
+    assert record not in [c["path"] for c in again["contents"]]
