@@ -34,13 +34,31 @@ RESERVED_OPTIONS = {
     "logto2": "(Supervisor keeps the log)", "ini": "(the role writes the app's ini files)",
 }
 APP_LOADERS = {"wsgi-file", "mount", "file", "eval", "callable"}
+# Options that bind a socket or a port of their own: only the app's `socket`
+# (with `protocol`) may, so that the role can keep two apps, and programs it
+# does not own, off one socket path or port.
+SOCKET_OPTIONS = {"http", "https", "http2", "shared-socket", "zerg", "zerg-server", "stats", "stats-server",
+                  "master-fifo", "emperor", "fastrouter", "rawrouter", "sslrouter", "forkpty-router", "tuntap-router",
+                  "http-socket", "https-socket", "uwsgi-socket", "socket"}
+SOCKET_OPTION_PREFIXES = ("fastrouter", "rawrouter", "sslrouter", "corerouter", "legion", "subscription-server")
+# Names Supervisor or supervisorctl give a meaning of their own: `all` is every
+# program to supervisorctl, and supervisord's own log is supervisord.log.
+RESERVED_NAMES = {"all", "supervisord", "supervisor", "supervisorctl"}
+# The longest suffix the role adds to an app's name in one file name: a
+# backup of its environment file (".env.ini." + pid + "." + time + "~"), and
+# the temporary file its atomic write makes.
+LONGEST_SUFFIX = len(".env.ini.4194304.2026-12-01@23:59:59~")
+NAME_MAX = 255
 # Directories that are never the role's own, whatever a tmpfiles.d line says.
 SYSTEM_DIRS = {
     "/", "/bin", "/boot", "/dev", "/dev/shm", "/etc", "/home", "/lib", "/media", "/mnt", "/opt", "/proc",
     "/root", "/run", "/run/lock", "/run/user", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local",
     "/var", "/var/cache", "/var/lib", "/var/log", "/var/run", "/var/spool", "/var/tmp", "/var/www",
 }
-SOCKET_DIR_MODE = "0775"
+# Socket directories the role creates: group-writable for the apps that share
+# them, and sticky, so that no app's user can remove, rename or replace
+# another app's socket (as in /tmp).
+SOCKET_DIR_MODE = "1775"
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
 
 
@@ -264,6 +282,15 @@ def uwsgi_input_errors(apps, settings, sysctls):
         if app["name"] == SAMPLER_PROGRAM:
             errors.append('%s: name "%s" is the Supervisor program of the role\'s listen-queue sampler; give the app '
                           'another name.' % (where, app["name"]))
+        elif app["name"].lower() in RESERVED_NAMES:
+            errors.append('%s: name "%s" means something of its own to Supervisor (supervisorctl takes "all" for '
+                          "every program; supervisord's own files use its name); give the app another name."
+                          % (where, app["name"]))
+        longest = len(app["name"].encode()) + LONGEST_SUFFIX
+        if longest > NAME_MAX:
+            errors.append("%s: name is %d bytes long: the longest file name the role writes for it (a backup of its "
+                          "environment file) would be %d bytes, above the %d a file name may have; use at most %d."
+                          % (where, len(app["name"].encode()), longest, NAME_MAX, NAME_MAX - LONGEST_SUFFIX))
         names.add(app["name"])
         if app["state"] != "present":
             continue
@@ -310,6 +337,12 @@ def uwsgi_input_errors(apps, settings, sysctls):
             errors.append("%s: no app to load; set module (for example myapp:app) or an extra option wsgi-file or "
                           "mount." % where)
         for key, original in sorted(option_keys.items()):
+            if key not in RESERVED_OPTIONS and (key in SOCKET_OPTIONS or key.endswith("-socket")
+                                                or key.startswith(SOCKET_OPTION_PREFIXES)):
+                errors.append("%s: options.%s binds a socket or port of its own; only the app's socket (with "
+                              "protocol) may, so that no two apps and no program the role does not own share a "
+                              "socket path or port. Give this endpoint an app of its own." % (where, original))
+                continue
             if key in RESERVED_OPTIONS:
                 instead = RESERVED_OPTIONS[key]
                 fix = ("use the app's %s instead" % instead) if not instead.startswith("(") else (
@@ -517,6 +550,30 @@ def uwsgi_host_plan(apps, probe, settings):
             errors.append("%s: group %s does not exist on this host; create it first (ansible.builtin.group) or set "
                           "gid to an existing group." % (where, app["gid"]))
         errors += _path_errors(where, app, probe.get("paths") or {}, settings)
+        if not settings.get("allow_root"):
+            if user.get("exists") and user.get("uid") == 0 and app["uid"] not in ("root", "0"):
+                errors.append("%s: user %s has uid 0 on this host: it is root under another name; use an "
+                              "unprivileged user, or set uwsgi_allow_root: true if you really mean it."
+                              % (where, app["uid"]))
+            if group.get("exists") and group.get("gid") == 0:
+                errors.append("%s: group %s has gid 0 on this host (root's group); use an unprivileged group, or "
+                              "set uwsgi_allow_root: true if you really mean it." % (where, app["gid"]))
+        venv = (probe.get("venvs") or {}).get(app.get("uwsgi_venv")) or {}
+        if venv.get("writable_by"):
+            errors.append("%s: virtualenv %s can be changed by someone other than root: %s. The role runs its pip "
+                          "and builds uWSGI there as root, so it must be root's alone (chown -R root:root and no "
+                          "group or other write, on it and the directories above it), or choose another "
+                          "virtualenv." % (where, app["uwsgi_venv"], venv["writable_by"]))
+        requirements = (probe.get("requirements_writable_by") or {}).get(app.get("requirements"))
+        if requirements:
+            errors.append("%s: requirements file %s can be changed by someone other than root: %s. Root's pip reads "
+                          "it, so it must be root's alone (and the directories above it), or copy it somewhere that "
+                          "is." % (where, app["requirements"], requirements))
+        foreign = probe.get("foreign_programs") or {}
+        if app["name"] in foreign and app["name"] not in managed:
+            errors.append("%s: Supervisor already has a program %s that this role did not write (%s); the role "
+                          "never takes over or restarts a program it does not own. Give the app another name, or "
+                          "remove that program first." % (where, app["name"], foreign[app["name"]]))
         for holder in _holders(app, probe, removing):
             errors.append("%s: socket %s is already held by %s; stop or remove it first (for a program this "
                           "role manages, list it with state: absent or set uwsgi_unlisted_apps: remove), or give "
@@ -737,24 +794,32 @@ def uwsgi_preflight_errors(plan, probe, ctx):
     return errors + list(plan.get("errors", []))
 
 
-def uwsgi_proof(apps, probe):
+def _socket_in_effect(app, probe, users=None):
+    user = (users if users is not None else probe.get("users") or {}).get(app["uid"]) or {}
+    return host.socket_in_effect(app["socket"], probe.get("listeners", []),
+                                 (probe.get("socket_files") or {}).get(app["socket"]), user.get("uid"))
+
+
+def uwsgi_proof(apps, probe, users=None):
     """Each present app's verdict after the handlers: RUNNING under Supervisor,
     its listen as the backlog in effect on its socket, its app loaded when it
     was started in this run, as many workers as `processes`, and a 2xx or 3xx
     answer on its check_path when it names one."""
     programs = probe.get("supervisor", {}).get("programs", {})
-    backlogs = host.backlogs_by_socket(probe.get("listeners", []))
     verdicts = []
     for app in apps:
         if app["state"] != "present":
             continue
         name = app["name"]
         state = programs.get(name, {})
-        backlog = backlogs.get(host.socket_key(app["socket"]))
+        listener, wrong = _socket_in_effect(app, probe, users)
+        backlog = listener["backlog"] if listener and not wrong else None
         problems = []
         if state.get("state") != "RUNNING":
             problems.append("Supervisor says %s" % state.get("line", "no such program"))
-        if backlog != app["listen"]:
+        if wrong and listener:
+            problems.append(wrong)
+        if backlog != app["listen"] and not (wrong and listener):
             problems.append("ss shows %s" % ("no LISTEN socket" if backlog is None else "backlog %d" % backlog))
         ready = (probe.get("ready") or {}).get(name)
         if ready is not None and not ready["ok"]:
@@ -931,6 +996,9 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             hard.append("no socket of its is listening")
         if state == "RUNNING" and workers == 0 and not hard:
             hard.append("its master has no worker (still loading its app, or crash-looping)")
+        listener, wrong = _socket_in_effect(app, probe)
+        if state == "RUNNING" and listener and wrong and not hard:
+            hard.append(wrong)
         if hard or (reasons and strategy == "restart"):
             plan["restart"].append(name)
             plan["why"].append("%s: stop and start (%s)" % (name, "; ".join(hard + reasons)))
@@ -1030,7 +1098,7 @@ def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
     secret = {app["name"]: app for app in environments}
     if plan.get("empty"):
         return {"dirs": [], "templates": [], "copies": [], "contents": []}
-    dirs = [{"path": d["path"], "owner": "root", "group": d["group"], "mode": "0775"} for d in plan.get("dirs", [])]
+    dirs = [{"path": d["path"], "owner": "root", "group": d["group"], "mode": SOCKET_DIR_MODE} for d in plan.get("dirs", [])]
     dirs += [{"path": path, "owner": "root", "group": "root", "mode": "0755"}
              for path in (paths["config_dir"], paths["helper"].rsplit("/", 1)[0])]
     templates = []
@@ -1043,9 +1111,11 @@ def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
     for app in apps:
         base = "%s/%s" % (paths["config_dir"], app["name"])
         templates += [
+            # The environment (secrets): the app's own user alone reads it (uWSGI reads
+            # it as that user); not its group, which the web server and other apps share.
             {"src": "etc/uwsgi/app.env.ini.j2", "path": base + ".env.ini", "secret": True,
              "vars": {"item": secret[app["name"]]},
-             "owner": "root", "group": app["gid"], "mode": "0640", "backup": True},
+             "owner": app["uid"], "group": "root", "mode": "0400", "backup": True},
             {"src": "etc/uwsgi/app.ini.j2", "path": base + ".ini", "vars": {"item": app},
              "owner": "root", "group": app["gid"], "mode": "0640", "backup": True},
             {"src": "etc/supervisor/conf.d/program.conf.j2", "vars": {"item": app},
@@ -1061,6 +1131,12 @@ def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
         if sampler.get("group"):
             textfile["group"] = sampler["group"]
         dirs.append(textfile)
+        # Before the role first changes it, what the directory was: put back when the sampler goes.
+        before = sampler.get("before") or {}
+        if sampler.get("record") and not sampler.get("recorded") and before.get("exists"):
+            contents.append({"path": sampler["record"], "owner": "root", "group": "root", "mode": "0600",
+                             "content": json.dumps({"path": sampler["textfile_dir"], "group": before.get("group"),
+                                                    "mode": before.get("mode")}, sort_keys=True) + "\n"})
         copies.append({"src": "uwsgi_sampler.py", "path": paths["sampler"], "owner": "root", "group": "root",
                        "mode": "0755"})
         contents.append({"path": paths["sampler_config"], "owner": "root", "group": "root", "mode": "0644",
@@ -1124,13 +1200,14 @@ def uwsgi_rollback_files(apps, failed, changed_files, backups, paths, previous, 
             unserved[name] = why
             continue
         group = (previous.get(name) or {}).get("ini_group") or app["gid"]
-        for kind, path, file_group, mode in (
-                ("ini", "%s/%s.ini" % (paths["config_dir"], name), group, "0640"),
-                ("env", "%s/%s.env.ini" % (paths["config_dir"], name), group, "0640"),
-                ("program", program, "root", "0644")):
+        user = (previous.get(name) or {}).get("user") or app["uid"]
+        for kind, path, owner, file_group, mode in (
+                ("ini", "%s/%s.ini" % (paths["config_dir"], name), "root", group, "0640"),
+                ("env", "%s/%s.env.ini" % (paths["config_dir"], name), user, "root", "0400"),
+                ("program", program, "root", "root", "0644")):
             if path in backups:
                 restore.append({"name": name, "kind": kind, "path": path, "backup": backups[path],
-                                "group": file_group, "mode": mode})
+                                "owner": owner, "group": file_group, "mode": mode})
     touched = set()
     for key in ("programs", "inis", "envs", "binaries", "deps"):
         touched.update((changed_apps or {}).get(key, []))

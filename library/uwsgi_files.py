@@ -76,15 +76,20 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes
+from ansible.module_utils.uwsgi_host import NOT_REGULAR, read_untrusted
 from ansible.module_utils.uwsgi_trial import run_all, trial_ini, verdict
 
 
+# A file the role reads to compare is read up to this size (an environment
+# file belongs to its app's user, who may make it any size): a larger one
+# differs from whatever the role writes.
+READ_LIMIT = 4 * 1024 * 1024
+
+
 def read_bytes(path):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
+    """A file's content, None when it does not exist (NOT_REGULAR for a
+    symlink, a FIFO, a device or a file above READ_LIMIT)."""
+    return read_untrusted(path, READ_LIMIT)
 
 
 def attrs(module, spec, path):
@@ -117,7 +122,7 @@ def write_file(module, spec, secret, result):
                 "before": "" if before is None else before.decode("utf-8", "replace"),
                 "after": content.decode("utf-8", "replace")}
         if not module.check_mode:
-            if before is not None and spec.get("backup"):
+            if before not in (None, NOT_REGULAR) and spec.get("backup"):
                 result["backups"][path] = module.backup_local(path)
             replace(module, spec, path, content)
     else:

@@ -45,6 +45,14 @@ options:
     description: Virtualenvs whose uWSGI (version, built with PCRE) and the role's digest of their packages to report.
   requirements: {type: list, elements: path, default: [], description: Requirements files whose sha256 to report.}
   textfile: {type: path, description: The sampler's metrics file (Prometheus text) to read and parse.}
+  textfile_record:
+    type: path
+    description: The role's record (JSON) of the textfile directory's group and mode before the role changed them.
+  socket_files:
+    type: list
+    elements: path
+    default: []
+    description: Unix socket paths whose inode, device and owner to report (lstat; nothing is opened).
   paths:
     type: list
     elements: str
@@ -75,14 +83,19 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.uwsgi_host import (
+    NOT_REGULAR,
+    is_roles_program,
     parse_ini_sockets,
     parse_program_file,
     parse_ss_listeners,
+    parse_supervisor_sections,
     parse_supervisor_status,
     parse_prometheus_text,
     parse_sysctl_grep,
     parse_tmpfiles_dirs,
     program_of_pid,
+    read_untrusted,
+    untrusted_by,
 )
 
 BACKUP = re.compile(r"^(?P<name>.+)\.\d+\.\d{4}-\d{2}-\d{2}@\d{2}:\d{2}:\d{2}~$")
@@ -95,6 +108,17 @@ def read(path, default=None):
             return handle.read()
     except OSError:
         return default
+
+
+def socket_file(path):
+    """What is at a unix socket's path: its inode and device (as ss
+    --extended prints a bound socket's) and its owner, the user that bound it."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return {"exists": False}
+    return {"exists": True, "is_socket": stat.S_ISSOCK(st.st_mode), "ino": st.st_ino, "uid": st.st_uid,
+            "dev": "%d/%d" % (os.major(st.st_dev), os.minor(st.st_dev))}
 
 
 def user_info(name):
@@ -190,7 +214,7 @@ def managed_apps(conf_dir, config_dir, log_dir, programs):
     apps = {}
     for path in sorted(glob.glob(os.path.join(conf_dir, "*.conf"))):
         program = parse_program_file(read(path, ""))
-        if not program:
+        if not is_roles_program(program, config_dir):
             continue
         ini = program["ini"] or os.path.join(config_dir, program["name"] + ".ini")
         ini_text = read(ini)
@@ -206,6 +230,20 @@ def managed_apps(conf_dir, config_dir, log_dir, programs):
                         if programs.get(name, {}).get("state") == "RUNNING" else None})
         apps[program["name"]] = program
     return apps
+
+
+def foreign_programs(conf_dir, managed, programs):
+    """Supervisor programs and groups the role did not write: each name, and
+    where it was found (a file of the config directory, or supervisorctl)."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(conf_dir, "*.conf"))):
+        for name in parse_supervisor_sections(read(path, "")):
+            if name not in managed or managed[name]["program_file"] != path:
+                found.setdefault(name, path)
+    for name in programs:
+        if name not in managed:
+            found.setdefault(name, "loaded in supervisord")
+    return found
 
 
 def pip_version(venv, project):
@@ -225,30 +263,33 @@ DEPS_MARKER = ".backlogops-uwsgi-deps"
 
 def venv_info(venv):
     """A virtualenv's uWSGI: its version, whether it was built with PCRE (the
-    binary needs libpcre2 or libpcre, which internal routing requires), and
-    the digest of the packages the role last installed there."""
+    binary needs libpcre2 or libpcre, which internal routing requires), the
+    digest of the packages the role last installed there, and who besides
+    root could change it (the role runs its pip and uWSGI as root). Nothing in
+    it is followed through a symlink or read beyond a bound."""
     binary = os.path.join(venv, "bin", "uwsgi")
-    pcre = False
-    try:
-        with open(binary, "rb") as handle:
-            data = handle.read()
-        pcre = b"libpcre2-8.so" in data or b"libpcre.so" in data
-    except OSError:
-        pass
-    deps = read(os.path.join(venv, DEPS_MARKER))
-    cfg = read(os.path.join(venv, "pyvenv.cfg")) or ""
+    data = read_untrusted(binary, 64 * 1024 * 1024) or b""  # NOT_REGULAR holds neither library name
+    pcre = b"libpcre2-8.so" in data or b"libpcre.so" in data
+    deps = read_untrusted(os.path.join(venv, DEPS_MARKER), 4096)
+    deps = deps.decode("ascii", "replace").strip() if deps and deps != NOT_REGULAR else None
+    cfg = read_untrusted(os.path.join(venv, "pyvenv.cfg"), 65536) or b""
+    cfg = "" if cfg == NOT_REGULAR else cfg.decode("utf-8", "replace")
     system = any(line.replace(" ", "").lower() == "include-system-site-packages=true" for line in cfg.splitlines())
-    return {"uwsgi": pip_version(venv, "uwsgi"), "pcre": pcre, "deps": deps.strip() if deps else None,
-            "exists": os.path.isfile(os.path.join(venv, "pyvenv.cfg")), "system_site_packages": system}
+    others = None
+    for path in (venv, os.path.join(venv, "bin"), binary, os.path.join(venv, "bin", "pip"),
+                 os.path.join(venv, "bin", "python")):
+        others = others or untrusted_by(path)
+    for path in glob.glob(os.path.join(venv, "lib", "python3*", "site-packages")):
+        others = others or untrusted_by(path)
+    return {"uwsgi": pip_version(venv, "uwsgi"), "pcre": pcre, "deps": deps or None,
+            "exists": os.path.isfile(os.path.join(venv, "pyvenv.cfg")), "system_site_packages": system,
+            "writable_by": others}
 
 
 def sha256_of(path):
     import hashlib  # pylint: disable=import-outside-toplevel
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
-    except OSError:
-        return None
+    data = read_untrusted(path, 1024 * 1024)
+    return None if data in (None, NOT_REGULAR) else hashlib.sha256(data).hexdigest()
 
 
 def applied_record(path):
@@ -427,6 +468,8 @@ def main():
             "requirements": {"type": "list", "elements": "path", "default": []},
             "textfile": {"type": "path"},
             "paths": {"type": "list", "elements": "str", "default": []},
+            "socket_files": {"type": "list", "elements": "path", "default": []},
+            "textfile_record": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -449,7 +492,8 @@ def main():
     ss = module.get_bin_path("ss")
     listeners = []
     if ss:
-        _, out, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--processes"])
+        _, out, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--processes",
+                                        "--extended"])
         listeners = parse_ss_listeners(out)
     program_pids = {s["pid"]: name for name, s in supervisor["programs"].items() if s["pid"]}
     parents = parents_of([pid for lst in listeners for _, pid in lst["processes"]])
@@ -508,6 +552,7 @@ def main():
         }
 
     managed = managed_apps(p["supervisor_conf_dir"], p["config_dir"], p["log_dir"], supervisor["programs"])
+    foreign = foreign_programs(p["supervisor_conf_dir"], managed, supervisor["programs"])
     result = {
         "now": time.time(),
         "proc_sys_writable": os.access("/proc/sys/net/core/somaxconn", os.W_OK),
@@ -523,6 +568,7 @@ def main():
         "groups": {name: group_info(name) for name in p["groups"]},
         "dirs": {path: dir_info(path) for path in p["dirs"]},
         "managed": managed,
+        "foreign_programs": foreign,
         "tmpfiles_dirs": parse_tmpfiles_dirs(read(p["tmpfiles_file"], "")),
         "config_dir_files": sorted(os.listdir(p["config_dir"])) if os.path.isdir(p["config_dir"]) else None,
         "backups": backups([p["config_dir"], p["supervisor_conf_dir"]]),
@@ -535,6 +581,10 @@ def main():
         "systemd": systemd,
         "venvs": {venv: venv_info(venv) for venv in p["venvs"]},
         "requirements": {path: sha256_of(path) for path in p["requirements"]},
+        "requirements_writable_by": {path: untrusted_by(path) for path in p["requirements"]},
+        "socket_files": {path: socket_file(path) for path in p["socket_files"]},
+        # What the textfile directory was before the role gave the sampler's group write there.
+        "textfile_record": applied_record(p["textfile_record"]) if p["textfile_record"] else {},
         # Whether anything matches each glob (a trailing / matches directories only).
         "paths": {pattern: bool(glob.glob(pattern)) for pattern in p["paths"]},
     }

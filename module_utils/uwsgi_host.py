@@ -4,21 +4,29 @@ file holds and returns plain data; none of them runs anything."""
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 
 # Written into every Supervisor program file the role manages, so that a later
 # run knows the program is its own even when the app is no longer listed.
 MANAGED_MARKER = "; managed by backlogops.uwsgi:"
 
 _SS_USER = re.compile(r'\("([^"]*)",pid=(\d+),fd=\d+\)')
+# ss --extended: a unix socket's bound file (inode, device major/minor), a TCP socket's owner.
+_SS_VFS = re.compile(r"<-> ino:(\d+) dev:(\d+)/(\d+)")
+_SS_UID = re.compile(r"\buid:(\d+)\b")
 
 
 def parse_ss_listeners(ss_stdout):
-    """The LISTEN sockets of `ss -H --listening --numeric --unix --tcp [--processes]`.
+    """The LISTEN sockets of `ss -H --listening --numeric --unix --tcp [--processes] [--extended]`.
 
     Each is a dict: kind (unix or tcp), local (as ss prints it), port (TCP),
     queue (Recv-Q: connections waiting now), backlog (Send-Q: the backlog in
-    effect) and processes ([name, pid] pairs, when ss could read them).
+    effect), processes ([name, pid] pairs, when ss could read them), and with
+    --extended the file a unix socket is bound to (vfs: inode and device as
+    "major/minor"; the path ss prints is the name it was bound with, even once
+    that file is deleted or replaced) and a TCP socket's owner (uid).
     """
     listeners = []
     for line in (ss_stdout or "").splitlines():
@@ -51,6 +59,12 @@ def parse_ss_listeners(ss_stdout):
             "backlog": backlog,
             "processes": [[name, int(pid)] for name, pid in _SS_USER.findall(line)],
         })
+        vfs = _SS_VFS.search(line) if kind == "unix" else None
+        if vfs:
+            listeners[-1]["vfs"] = {"ino": int(vfs.group(1)), "dev": "%s/%s" % (vfs.group(2), vfs.group(3))}
+        uid = _SS_UID.search(line) if kind == "tcp" else None
+        if uid:
+            listeners[-1]["uid"] = int(uid.group(1))
     return listeners
 
 
@@ -131,7 +145,23 @@ def parse_program_file(text):
             group = arg.split("=", 1)[1]
     if not managed and not (ini and ini.endswith("/%s.ini" % name)):
         return None
-    return {"name": name, "command": command, "ini": ini, "user": user, "group": group}
+    return {"name": name, "command": command, "ini": ini, "user": user, "group": group, "marked": managed}
+
+
+def is_roles_program(program, config_dir):
+    """A program is the role's own only when the role wrote it: its file
+    parses as one of the role's (the role's mark, or an earlier version's
+    layout) and the ini it runs is NAME.ini in the role's config directory."""
+    return bool(program and program.get("ini")
+                and program["ini"] == "%s/%s.ini" % (config_dir.rstrip("/"), program["name"]))
+
+
+_SECTION = re.compile(r"^\s*\[(program|fcgi-program|eventlistener|group):([^\]]+)\]\s*$")
+
+
+def parse_supervisor_sections(text):
+    """The names a Supervisor config file gives its programs and groups."""
+    return [match.group(2).strip() for match in map(_SECTION.match, (text or "").splitlines()) if match]
 
 
 def parse_ini_sockets(text):
@@ -201,3 +231,77 @@ def parse_prometheus_text(text):
             pos = label.end()
         samples.append({"name": name, "labels": labels, "value": float(value)})
     return samples
+
+
+# What read_untrusted returns for a symlink, a FIFO, a device, a directory, a
+# file it may not open, or one larger than its bound: it differs from
+# anything the role would write, and holds nothing the role uses.
+NOT_REGULAR = b"\0(not a regular file within bounds)"
+
+
+def read_untrusted(path, limit):
+    """A file in a place someone other than root may write (a virtualenv, an
+    app user's environment file): never through a symlink, never a FIFO or a
+    device, at most `limit` bytes. None when it does not exist, NOT_REGULAR
+    when it cannot be read that way."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return NOT_REGULAR
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return NOT_REGULAR
+        data = handle.read(limit + 1)
+    return data if len(data) <= limit else NOT_REGULAR
+
+
+def untrusted_by(path):
+    """Who else than root could change what is at `path`: the first of it and
+    its parent directories that is not root's, or is writable by its group or
+    by others (a sticky directory aside), or a symlink on the way, as
+    "PATH (owner UID, mode MODE)"; None when only root can. The walk stops at
+    the first part that does not exist."""
+    parts = os.path.abspath(path).split("/")
+    for end in range(2, len(parts) + 1):
+        here = "/".join(parts[:end])
+        try:
+            st = os.lstat(here)
+        except OSError:
+            return None
+        mode = stat.S_IMODE(st.st_mode)
+        writable = mode & 0o022 and not (stat.S_ISDIR(st.st_mode) and mode & stat.S_ISVTX)
+        if st.st_uid != 0 or writable or (stat.S_ISLNK(st.st_mode) and end < len(parts)):
+            return "%s (owner uid %d, mode %04o%s)" % (here, st.st_uid, mode,
+                                                       ", a symlink" if stat.S_ISLNK(st.st_mode) else "")
+    return None
+
+
+def socket_in_effect(socket, listeners, socket_file=None, uid=None):
+    """The listener that serves an app's socket, and what is wrong with it.
+
+    (listener or None, problem or None). A unix socket serves only when the
+    file at its path is the one a listener is bound to (ss --extended's
+    inode and device, against the path's, `socket_file`), and was bound by
+    the app's user (the file's owner, `uid`): a deleted file, or another
+    process's socket in its place, does not serve the app whatever ss's name
+    says. A TCP listener on the port with another owner is not the app's."""
+    key = socket_key(socket)
+    found = [item for item in listeners if listener_key(item) == key]
+    if not found:
+        return None, "no LISTEN socket"
+    if not str(socket).startswith("/"):
+        if uid is not None and all("uid" in item and item["uid"] != uid for item in found):
+            return found[0], "the socket on that port is held by uid %d, not the app's user" % found[0]["uid"]
+        return found[0], None
+    if socket_file is None or not any("vfs" in item for item in found):
+        return found[0], None  # nothing to tell them apart by: ss without --extended
+    if not socket_file.get("exists"):
+        return found[0], "its socket file %s is gone (the master still listens on the deleted file)" % socket
+    mine = [item for item in found if item.get("vfs") == {"ino": socket_file["ino"], "dev": socket_file["dev"]}]
+    if not mine:
+        return found[0], "%s is not the socket its master listens on (the file was replaced)" % socket
+    if uid is not None and socket_file.get("uid") != uid:
+        return mine[0], "%s was bound by uid %s, not by the app's user" % (socket, socket_file.get("uid"))
+    return mine[0], None

@@ -197,13 +197,15 @@ def restart_container(name: str) -> None:
     subprocess.run(["docker", "restart", "--time", "20", name], check=True, capture_output=True)
 
 
-def run_playbook(playbook: str | pathlib.Path, *args: str, inventory: str | None = None) -> subprocess.CompletedProcess:
-    """Run a playbook against the scenario's inventory (or `inventory`) with molecule's settings."""
+def run_playbook(playbook: str | pathlib.Path, *args: str, inventory: str | None = None,
+                 timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a playbook against the scenario's inventory (or `inventory`) with molecule's settings;
+    a run that outlives `timeout` seconds raises subprocess.TimeoutExpired."""
     inventory = inventory or os.environ["MOLECULE_INVENTORY_FILE"]
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     return subprocess.run(
         ["ansible-playbook", "-i", inventory, str(playbook), *args],
-        capture_output=True, text=True, check=False, env=env,
+        capture_output=True, text=True, check=False, env=env, timeout=timeout,
     )
 
 

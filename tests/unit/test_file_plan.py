@@ -25,7 +25,8 @@ def test_every_app_gets_its_environment_ini_and_program():
     by_path = {t["path"]: t for t in plan["templates"]}
     env = by_path["/etc/uwsgi/supervisor/flaskapp.env.ini"]
     assert env["secret"] and env["vars"]["item"]["environment"] == {"APP_NAME": "flaskapp"}
-    assert (env["owner"], env["group"], env["mode"], env["backup"]) == ("root", "www-data", "0640", True)
+    # Only the app's own user reads its environment: not its group (the web server, other apps).
+    assert (env["owner"], env["group"], env["mode"], env["backup"]) == ("www-data", "root", "0400", True)
     ini = by_path["/etc/uwsgi/supervisor/flaskapp.ini"]
     # The ini and the program see the public view: environment keys, never values.
     assert not ini.get("secret") and ini["vars"]["item"]["environment"] == ["APP_NAME"]
@@ -36,7 +37,8 @@ def test_every_app_gets_its_environment_ini_and_program():
 
 def test_directories_the_role_owns_come_first_with_the_apps_group():
     plan = file_plan()
-    assert plan["dirs"][0] == {"path": "/run/uwsgi", "owner": "root", "group": "www-data", "mode": "0775"}
+    # Sticky: no app's user can remove or replace another app's socket.
+    assert plan["dirs"][0] == {"path": "/run/uwsgi", "owner": "root", "group": "www-data", "mode": "1775"}
     # tmpfiles.d's own directory too: a container without systemd lacks it.
     assert [d["path"] for d in plan["dirs"][1:]] == ["/etc/uwsgi/supervisor", "/usr/local/lib/uwsgi-role",
                                                       "/etc/tmpfiles.d"]
@@ -71,7 +73,8 @@ def test_rollback_restores_backups_and_removes_a_new_apps_files():
     rb = f.uwsgi_rollback_files(present, ["flaskapp", "flaskapi"], changed, backups, PATHS, previous)
     # flaskapp's program is new in this run (no backup): its files go.
     assert rb["new"] == ["flaskapp"] and rb["programs"] == []
-    assert [(r["kind"], r["group"], r["mode"]) for r in rb["restore"]] == [("ini", "webapps", "0640"), ("env", "webapps", "0640")]
+    assert [(r["kind"], r["owner"], r["group"], r["mode"]) for r in rb["restore"]] == [
+        ("ini", "root", "webapps", "0640"), ("env", "www-data", "root", "0400")]
     assert rb["restore"][0]["backup"].endswith("~")
 
 
@@ -256,3 +259,20 @@ def test_an_app_that_was_not_serving_is_never_rolled_back_to_what_never_served(b
     line = f.uwsgi_rollback_report([{"name": "flaskapp", "message": "app flaskapp: expected RUNNING ..."}], [], [],
                                    {}, {}, "/var/log/supervisor", rb["unserved"])[0]
     assert "was not serving before this run" in line and "Its new files stay" in line
+
+
+def test_the_textfile_directory_is_recorded_as_it_was_before_the_role_first_changes_it():
+    full = apps()
+    present = [a for a in f.uwsgi_public(full) if a["state"] == "present"]
+    host_plan = f.uwsgi_host_plan(present, probe(), SETTINGS)
+    record = "/etc/uwsgi/supervisor/.textfile-dir.json"
+    before = {"exists": True, "group": "root", "mode": "0755"}
+    plan = f.uwsgi_file_plan(present, host_plan, PATHS, full, dict(SAMPLER, before=before, record=record, recorded={}))
+    written = next(c for c in plan["contents"] if c["path"] == record)
+    assert json.loads(written["content"]) == {"path": "/var/lib/prometheus/node-exporter", "group": "root",
+                                              "mode": "0755"}
+    assert written["mode"] == "0600"
+    # Once recorded, it is never written again (it keeps what the directory was before the role).
+    again = f.uwsgi_file_plan(present, host_plan, PATHS, full,
+                              dict(SAMPLER, before=before, record=record, recorded=json.loads(written["content"])))
+    assert record not in [c["path"] for c in again["contents"]]

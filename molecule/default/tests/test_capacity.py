@@ -124,3 +124,20 @@ def test_an_output_directory_it_cannot_write_is_counted_and_logged_not_a_crash(h
     text = wait_for(host, lambda t: counter(t, "uwsgi_sampler_errors_total", kind="output") > 0)
     assert counter(text, "uwsgi_sampler_errors_total", kind="output") > 0
     assert hc.supervisor_state(host, SAMPLER) == ("RUNNING", pid)
+
+
+def test_turning_the_sampler_off_gives_the_textfile_directory_back(host, tmp_path):
+    """The group write the role gave the sampler's group goes with it: the
+    directory gets back what it had before the role first changed it."""
+    directory = "/var/lib/prometheus/node-exporter"
+    record = json.loads(host.file("/etc/uwsgi/supervisor/.textfile-dir.json").content_string)
+    assert record["path"] == directory
+    try:
+        hc.ok(hc.run_with(PLAYBOOK, tmp_path, "sampler-off", {"uwsgi_sampler": False}))
+        assert host.check_output(f"stat -c '%G %a' {directory}") == f"{record['group']} {int(record['mode'], 8):o}"
+        assert not host.file("/etc/uwsgi/supervisor/.textfile-dir.json").exists
+        assert not host.file(TEXTFILE).exists
+    finally:
+        hc.ok(hc.run_with(PLAYBOOK, tmp_path, "sampler-on", {}))
+    assert host.check_output(f"stat -c '%G' {directory}") == "uwsgi-sampler"
+    assert host.file("/etc/uwsgi/supervisor/.textfile-dir.json").exists

@@ -290,3 +290,34 @@ def test_without_the_trial_a_breaking_set_is_rolled_back_to_the_packages_that_se
     for app in [a for a in APPS if a["virtualenv"]]:
         hc.wait_until_serving(host, [app], timeout=60)
         assert hc.about(host, app)["flask"] == "3.0.3"
+
+
+def test_a_virtualenv_and_requirements_an_app_user_owns_are_refused_and_nothing_of_them_runs_as_root(host, tmp_path):
+    """alice owns her virtualenv and requirements file and plants in them what
+    root would run or read: a pip wrapper, `-r /etc/shadow`, the role's digest
+    file as a symlink to /etc/shadow, and a FIFO as the uwsgi binary. The run is
+    refused before any change, nothing of hers ran as root, nothing root-only
+    was printed, and nothing hung."""
+    host.run("id alice || useradd --system --gid www-data --no-create-home --shell /usr/sbin/nologin alice")
+    host.run_test("rm -rf /srv/alice && mkdir /srv/alice && chown alice /srv/alice && "
+                  "runuser -u alice -- python3 -m venv --without-pip /srv/alice/venv && cd /srv/alice/venv && "
+                  "runuser -u alice -- sh -c 'printf \"#!/bin/sh\\nid > /tmp/pwned-by-pip\\n\" > bin/pip && "
+                  "chmod +x bin/pip && mkfifo bin/uwsgi && ln -s /etc/shadow .backlogops-uwsgi-deps && "
+                  "echo \"-r /etc/shadow\" > /srv/alice/requirements.txt'")
+    app = {"name": "aliceapp", "module": "app:app", "chdir": "/srv/venvapp", "virtualenv": "/srv/alice/venv",
+           "requirements": "/srv/alice/requirements.txt", "uid": "alice", "socket": "/run/uwsgi/aliceapp.sock"}
+    snapshot = "sha256sum /etc/uwsgi/supervisor/*.ini /etc/supervisor/conf.d/*.conf; supervisorctl status"
+    before = host.check_output(snapshot)
+    try:
+        path = tmp_path / "alice.json"
+        path.write_text(json.dumps({"uwsgi_apps": BASE_APPS + [app]}))
+        run = hc.run_playbook(PLAYBOOK, "-e", f"@{path}", "-v", timeout=300)
+        said = hc.said(run)
+        assert run.returncode != 0
+        assert "virtualenv /srv/alice/venv can be changed by someone other than root: /srv/alice" in said, said[-3000:]
+        assert "requirements file /srv/alice/requirements.txt can be changed by someone other than root" in said
+        assert "root:" not in said and "/etc/shadow" not in said, said[-3000:]
+        assert not host.file("/tmp/pwned-by-pip").exists
+        assert host.check_output(snapshot) == before
+    finally:
+        host.run("rm -rf /srv/alice /tmp/pwned-by-pip; userdel alice")
