@@ -254,8 +254,9 @@ def uwsgi_input_errors(apps, settings, sysctls):
     errors = []
     somaxconn = int(sysctls["net.core.somaxconn"])
     syn = int(sysctls["net.ipv4.tcp_max_syn_backlog"])
-    if somaxconn > 65535:
+    if somaxconn > 65535 and settings.get("somaxconn_explicit", True):
         errors.append("uwsgi_somaxconn (%d) is above 65535: set uwsgi_somaxconn to 65535 or less." % somaxconn)
+    # Unset, it is derived from the largest listen, whose own rule names the app.
     if syn < 1:
         errors.append("uwsgi_tcp_max_syn_backlog (%d) must be at least 1." % syn)
     target = settings.get("target", "host")
@@ -669,7 +670,8 @@ def _sysctl_entries(settings, keys):
         directory, _, name = path.rpartition("/")
         if path == "/etc/sysctl.conf":
             entries.append(("\uffff", None, path, key, value))
-        elif directory in SYSCTL_DIRS:
+        elif directory in SYSCTL_DIRS and name.endswith(".conf"):
+            # systemd-sysctl reads only *.conf there (not a .conf.dpkg-old, a .conf~).
             rank = SYSCTL_DIRS.index(directory)
             strongest[name] = min(rank, strongest.get(name, rank))
             entries.append((name, rank, path, key, value))
@@ -769,11 +771,13 @@ def uwsgi_preflight_errors(plan, probe, ctx):
                 "uwsgi_manage_sysctl: false, or give the container a writable /proc/sys."
                 % (ctx["host"], ctx["somaxconn"], ctx["somaxconn"], ctx["somaxconn"]))
         overrides = uwsgi_sysctl_overrides(probe.get("sysctl_settings", []), ctx["sysctl_file"], ctx["sysctls"])
+        persisted = ctx.get("persisted") or {}
         if overrides:
             errors.append(
-                "".join("%s sets %s = %s, below the %s this role persists in %s; it is read later, so it would win at "
-                        "the next boot and uWSGI would refuse to start. " % (o["file"], o["key"], o["value"],
-                                                                               o["wanted"], ctx["sysctl_file"])
+                "".join("%s sets %s = %s, below the %s the apps need (this role persists %s in %s); it is read later, "
+                        "so it would win at the next boot and uWSGI would refuse to start. "
+                        % (o["file"], o["key"], o["value"], o["wanted"], persisted.get(o["key"], o["wanted"]),
+                           ctx["sysctl_file"])
                         for o in overrides)
                 + "Remove or raise those settings, or give uwsgi_sysctl_file a name that sorts after them.")
     elif target != "image":
@@ -792,6 +796,37 @@ def uwsgi_preflight_errors(plan, probe, ctx):
             errors.append("requirements file %s of %s does not exist on %s: create it before the run, or fix "
                           "requirements." % (path, ", ".join(deps["apps"]), ctx["host"]))
     return errors + list(plan.get("errors", []))
+
+
+def _count(value):
+    values = value if isinstance(value, list) else [value]
+    return len(values)
+
+
+def uwsgi_other_children(app):
+    """How many of an app's master's children are not workers, from its
+    options: mules (`mules: N`, or each `mule`), spoolers (each `spooler`
+    directory, times `spooler-processes`) and attached daemons. The probe
+    counts children; uWSGI's workers are what remains."""
+    options = {str(k).replace("_", "-").lower(): v for k, v in (app.get("options") or {}).items()}
+    extra = 0
+    if "mules" in options:
+        extra += _int(options["mules"]) or 0
+    if "mule" in options:
+        extra += _count(options["mule"])
+    if "spooler" in options:
+        extra += _count(options["spooler"]) * (_int(options.get("spooler-processes", 1)) or 1)
+    for key, value in options.items():
+        if key.startswith(("attach-daemon", "smart-attach-daemon", "attach-control-daemon")):
+            extra += _count(value)
+    return extra
+
+
+def _workers(app, probe):
+    """The app's worker count as uWSGI counts them: its master's children
+    less its mules, spoolers and attached daemons (None when unknown)."""
+    children = (probe.get("workers") or {}).get(app["name"])
+    return None if children is None else max(children - uwsgi_other_children(app), 0)
 
 
 def _socket_in_effect(app, probe, users=None):
@@ -824,7 +859,7 @@ def uwsgi_proof(apps, probe, users=None):
         ready = (probe.get("ready") or {}).get(name)
         if ready is not None and not ready["ok"]:
             problems.append("its app did not load: %s" % ready["why"])
-        workers = (probe.get("workers") or {}).get(name)
+        workers = _workers(app, probe)
         scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
         if not problems and not scaled and workers != app["processes"]:
             problems.append("its master has %s workers, not %d" % (workers, app["processes"]))
@@ -883,6 +918,20 @@ def _pending(name, probe):
     return bool(record.get("config_mtime") and took is not None and int(record["config_mtime"]) > int(took))
 
 
+PROGRAM_MARGIN = 2.0
+
+
+def _program_pending(name, probe):
+    """Whether an app's Supervisor program file changed after Supervisor last
+    (re)started its master: a run interrupted after writing it (a new uid)."""
+    record = probe.get("managed", {}).get(name, {})
+    started = record.get("process_started")
+    # A process's start time from /proc is exact to about a second (the boot
+    # time is whole seconds): a file written in the second before it counts as read.
+    return bool(record.get("program_mtime") and started is not None
+                and float(record["program_mtime"]) > float(started) + PROGRAM_MARGIN)
+
+
 def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None):
     """What the file write tries aside before it writes anything: every
     present app, with its files' paths, binary, user, group and bound. The
@@ -912,6 +961,8 @@ def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None):
             reasons.append("its packages changed")
         if programs.get(name, {}).get("state") == "RUNNING" and _pending(name, probe):
             reasons.append("its files changed after its master last read them")
+        if _program_pending(name, probe):
+            reasons.append("its Supervisor program changed after its master started")
         base = "%s/%s" % (paths["config_dir"], name)
         plan.append({"name": name, "ini": base + ".ini", "env": base + ".env.ini",
                      "program": "%s/%s.conf" % (paths["supervisor_conf_dir"], name),
@@ -961,6 +1012,17 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             plan["why"].append("%s: %s (its Supervisor program is %s)" % (
                 name, "start" if state is None else "stop and start", "new" if state is None else "changed"))
             continue
+        if state is None and name in managed:
+            # Its program file is there but Supervisor never loaded it (a run
+            # interrupted before `supervisorctl update`): `start` cannot find it.
+            plan["load"].append(name)
+            plan["why"].append("%s: start (its Supervisor program was written but never loaded)" % name)
+            continue
+        if state in ("RUNNING", "STARTING", "BACKOFF") and _program_pending(name, probe):
+            plan["load"].append(name)
+            plan["why"].append("%s: stop and start (its Supervisor program changed after its master started: %s)"
+                               % (name, "an interrupted run left it"))
+            continue
         if state in ("STOPPED", "EXITED", "FATAL") or state is None:
             plan["start"].append(name)
             plan["why"].append("%s: start (it was %s)" % (name, state or "not loaded"))
@@ -968,7 +1030,7 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
         files_changed = name in changed.get("inis", []) or name in changed.get("envs", [])
         deps_changed = name in changed.get("deps", [])
         pending = _pending(name, probe)
-        workers = (probe.get("workers") or {}).get(name)
+        workers = _workers(app, probe)
         scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
         wrong_workers = state == "RUNNING" and not scaled and workers is not None and workers != app["processes"]
         backlog = backlogs.get(host.socket_key(app["socket"]))
@@ -1037,7 +1099,8 @@ def uwsgi_listen_fallbacks(plan, results):
 def uwsgi_ready_item(app):
     """What the probe needs to tell that an app started in this run has loaded."""
     lazy = any(str(k).replace("_", "-") in ("lazy-apps", "lazy") for k in app.get("options") or {})
-    return {"name": app["name"], "timeout": app["ready_timeout"], "processes": app["processes"], "lazy": lazy}
+    return {"name": app["name"], "timeout": app["ready_timeout"],
+            "processes": app["processes"] + uwsgi_other_children(app), "lazy": lazy}
 
 
 def uwsgi_check_request(app):

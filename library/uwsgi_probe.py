@@ -226,6 +226,10 @@ def managed_apps(conf_dir, config_dir, log_dir, programs):
         program.update({"program_file": path, "ini_exists": ini_text is not None, "ini_group": ini_group,
                         "sockets": parse_ini_sockets(ini_text or ""),
                         "config_mtime": mtime(ini, os.path.join(config_dir, name + ".env.ini")),
+                        "program_mtime": mtime(path),
+                        # When Supervisor started the master (a graceful reload keeps it).
+                        "process_started": started_at(programs[name]["pid"]) if programs.get(name, {}).get("pid")
+                        else None,
                         "started": last_start(log_dir, name, programs.get(name, {}).get("pid"))
                         if programs.get(name, {}).get("state") == "RUNNING" else None})
         apps[program["name"]] = program

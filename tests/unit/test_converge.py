@@ -1,0 +1,81 @@
+"""Converging from the states an interrupted run or a hand leaves: a program
+written but never loaded, a program changed after its master started, an app
+with mules, and the messages that must say exactly what they found."""
+
+import pytest
+
+from conftest import FIXTURES, filters as f, uwsgi_host as h
+from test_apply_plan import NOTHING, actions
+from test_decisions import SYSCTLS, apps, errors, probe
+
+LISTENERS = h.parse_ss_listeners((FIXTURES / "bookworm" / "ss-listening.txt").read_text())
+
+
+def seen(**changes):
+    base = probe(listeners=LISTENERS, workers={"flaskapp": 2, "flaskapi": 2})
+    for record in base["managed"].values():
+        record.update(config_mtime=1000.0, started=2000.0, program_mtime=1000.0, process_started=2000.0)
+    for name, change in changes.items():
+        base["managed"][name].update(change)
+    return base
+
+
+def test_a_program_written_but_never_loaded_is_loaded_not_started():
+    """supervisorctl start answers `no such process` for it; update loads it."""
+    host_state = seen()
+    del host_state["supervisor"]["programs"]["flaskapp"]
+    result = f.uwsgi_apply_plan(f.uwsgi_public(apps()), NOTHING, host_state)
+    assert actions(result) == {"load": ["flaskapp"]}
+    assert "written but never loaded" in result["why"][0]
+
+
+def test_a_program_changed_after_its_master_started_is_loaded_and_tried():
+    """An interrupted uid change: the program says the new user, the master runs as the old one."""
+    host_state = seen(flaskapp={"program_mtime": 3000.0})
+    result = f.uwsgi_apply_plan(f.uwsgi_public(apps()), NOTHING, host_state)
+    assert actions(result) == {"load": ["flaskapp"]}
+    trial = f.uwsgi_trial_plan(f.uwsgi_public(apps()), host_state, {"config_dir": "/c", "supervisor_conf_dir": "/s"},
+                               {"trial": True, "setpriv": "/usr/bin/setpriv"})
+    assert "its Supervisor program changed after its master started" in trial[0]["force"]
+
+
+def test_a_program_written_in_the_second_before_its_master_started_counts_as_read():
+    host_state = seen(flaskapp={"program_mtime": 2001.5})
+    assert actions(f.uwsgi_apply_plan(f.uwsgi_public(apps()), NOTHING, host_state)) == {}
+
+
+@pytest.mark.parametrize("options, children", [
+    ({"mules": 1}, 3), ({"mule": ["a.py", "b.py"]}, 4), ({"spooler": "/var/spool/x"}, 3),
+    ({"spooler": ["/a", "/b"], "spooler-processes": 2}, 6), ({"attach-daemon": "celery"}, 3),
+])
+def test_mules_spoolers_and_daemons_are_not_workers(options, children):
+    present = f.uwsgi_public(apps((0, {"options": options})))
+    host_state = seen()
+    host_state["workers"] = {"flaskapp": children, "flaskapi": 2}
+    assert [v["ok"] for v in f.uwsgi_proof(present, host_state)] == [True, True]
+    assert actions(f.uwsgi_apply_plan(present, NOTHING, host_state)) == {}
+    assert f.uwsgi_ready_item(present[0])["processes"] == children
+
+
+def test_a_backup_file_of_a_sysctl_setting_is_not_read_at_boot():
+    settings = [{"path": "/etc/sysctl.d/99-zz.conf.dpkg-old", "key": "net.core.somaxconn", "value": "128"},
+                {"path": "/etc/sysctl.d/99-zz.conf~", "key": "net.core.somaxconn", "value": "128"}]
+    assert f.uwsgi_sysctl_overrides(settings, "/etc/sysctl.d/60-uwsgi-backlog.conf", SYSCTLS) == []
+
+
+def test_an_override_names_what_the_apps_need_and_what_the_role_persists():
+    settings = [{"path": "/etc/sysctl.d/99-zz.conf", "key": "net.core.somaxconn", "value": "1024"}]
+    ctx = {"host": "web-1", "manage_sysctl": True, "somaxconn": 4096, "listen_max": 4096,
+           "sysctl_file": "/etc/sysctl.d/60-uwsgi-backlog.conf", "sysctls": SYSCTLS,
+           "persisted": {"net.core.somaxconn": 5000}}
+    found = f.uwsgi_preflight_errors({"errors": []}, {"proc_sys_writable": True, "sysctl_settings": settings}, ctx)
+    assert "below the 4096 the apps need (this role persists 5000 in /etc/sysctl.d/60-uwsgi-backlog.conf)" in found[0]
+
+
+def test_a_listen_above_the_kernels_limit_names_the_app_not_a_variable_left_unset():
+    derived = {"net.core.somaxconn": 70000, "net.ipv4.tcp_max_syn_backlog": 70000}
+    found = errors(apps((0, {"listen": 70000})), {"somaxconn_explicit": False}, derived)
+    assert not [e for e in found if e.startswith("uwsgi_somaxconn")], found
+    assert any("uwsgi_apps[0] (flaskapp): listen (70000) must be between 1 and 65535" in e for e in found), found
+    explicit = errors(apps(), {"somaxconn_explicit": True}, derived)
+    assert any(e.startswith("uwsgi_somaxconn (70000) is above 65535") for e in explicit)
