@@ -60,7 +60,18 @@ def matches(sock, wanted):
     host, _, port = wanted.rpartition(":")
     if sock.family not in (socket.AF_INET, socket.AF_INET6) or name[1] != int(port):
         return False
-    return host in ("", "*", "0.0.0.0", "[::]") or name[0] == host.strip("[]")
+    return host in ("", "*", "0.0.0.0", "[::]") or name[0] in addresses(host)
+
+
+def addresses(host):
+    """The addresses a socket's host part binds, as the kernel names them: an
+    IPv6 literal without its brackets, a name (localhost) resolved."""
+    host = host.strip("[]")
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return {host}
+    return {host} | {info[4][0] for info in found}
 
 
 def main():

@@ -84,6 +84,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.uwsgi_host import (
     NOT_REGULAR,
+    check_request,
     is_roles_program,
     parse_ini_sockets,
     parse_program_file,
@@ -405,44 +406,6 @@ def children_of(pids):
         if len(rest) > 1 and int(rest[1]) in wanted:
             children[int(rest[1])].append(int(entry))
     return children
-
-
-def check_request(check):
-    """One GET of check['path'] on the app's socket; the HTTP status it answers."""
-    import socket as sockmod  # pylint: disable=import-outside-toplevel
-    address, path = check["socket"], check.get("path") or "/"
-    try:
-        if address.startswith("/"):
-            conn = sockmod.socket(sockmod.AF_UNIX, sockmod.SOCK_STREAM)
-            target = address
-        else:
-            host_part, _, port = address.rpartition(":")
-            conn = sockmod.socket(sockmod.AF_INET, sockmod.SOCK_STREAM)
-            target = (host_part if host_part not in ("", "0.0.0.0", "*") else "127.0.0.1", int(port))
-        conn.settimeout(float(check.get("timeout") or 10))
-        conn.connect(target)
-        if check.get("protocol") == "http":
-            conn.sendall(("GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n" % path).encode())
-        else:
-            path_info, _, query = path.partition("?")
-            env = {"REQUEST_METHOD": "GET", "REQUEST_URI": path, "PATH_INFO": path_info, "QUERY_STRING": query,
-                   "SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
-                   "HTTP_HOST": "localhost", "REMOTE_ADDR": "127.0.0.1"}
-            body = b"".join(len(k).to_bytes(2, "little") + k + len(v).to_bytes(2, "little") + v
-                            for k, v in ((k.encode(), v.encode()) for k, v in env.items()))
-            conn.sendall(b"\0" + len(body).to_bytes(2, "little") + b"\0" + body)
-        head = b""
-        while b"\n" not in head and len(head) < 4096:
-            chunk = conn.recv(1024)
-            if not chunk:
-                break
-            head += chunk
-        conn.close()
-        fields = head.split(b"\n", 1)[0].split()
-        status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
-        return {"status": status, "error": None if status else "no HTTP status in %r" % head[:80]}
-    except (OSError, ValueError) as exc:
-        return {"status": None, "error": str(exc)}
 
 
 def main():

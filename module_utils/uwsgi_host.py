@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket as sockmod
 import stat
 
 # Written into every Supervisor program file the role manages, so that a later
@@ -305,3 +306,54 @@ def socket_in_effect(socket, listeners, socket_file=None, uid=None):
     if uid is not None and socket_file.get("uid") != uid:
         return mine[0], "%s was bound by uid %s, not by the app's user" % (socket, socket_file.get("uid"))
     return mine[0], None
+
+
+def check_request(check):
+    """One GET of check['path'] on the app's socket; the HTTP status it answers."""
+    address, path = check["socket"], check.get("path") or "/"
+    try:
+        if address.startswith("/"):
+            conn = sockmod.socket(sockmod.AF_UNIX, sockmod.SOCK_STREAM)
+            target = address
+        else:
+            # Over the socket's own family: [::1]:8002 is IPv6, localhost whatever it resolves to.
+            host_part, _, port = address.rpartition(":")
+            host_part = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "*": "127.0.0.1", "[::]": "::1"}.get(
+                host_part, host_part.strip("[]"))
+            conn = None
+            for family, kind, proto, _, target in sockmod.getaddrinfo(host_part, int(port), type=sockmod.SOCK_STREAM):
+                conn = sockmod.socket(family, kind, proto)
+                conn.settimeout(float(check.get("timeout") or 10))
+                try:
+                    conn.connect(target)
+                    break
+                except OSError:
+                    conn.close()
+                    conn = None
+            if conn is None:
+                raise OSError("cannot connect to %s" % address)
+        if address.startswith("/"):
+            conn.settimeout(float(check.get("timeout") or 10))
+            conn.connect(target)
+        if check.get("protocol") == "http":
+            conn.sendall(("GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n" % path).encode())
+        else:
+            path_info, _, query = path.partition("?")
+            env = {"REQUEST_METHOD": "GET", "REQUEST_URI": path, "PATH_INFO": path_info, "QUERY_STRING": query,
+                   "SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+                   "HTTP_HOST": "localhost", "REMOTE_ADDR": "127.0.0.1"}
+            body = b"".join(len(k).to_bytes(2, "little") + k + len(v).to_bytes(2, "little") + v
+                            for k, v in ((k.encode(), v.encode()) for k, v in env.items()))
+            conn.sendall(b"\0" + len(body).to_bytes(2, "little") + b"\0" + body)
+        head = b""
+        while b"\n" not in head and len(head) < 4096:
+            chunk = conn.recv(1024)
+            if not chunk:
+                break
+            head += chunk
+        conn.close()
+        fields = head.split(b"\n", 1)[0].split()
+        status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+        return {"status": status, "error": None if status else "no HTTP status in %r" % head[:80]}
+    except (OSError, ValueError) as exc:
+        return {"status": None, "error": str(exc)}
