@@ -1077,7 +1077,15 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
     return plan
 
 
-def uwsgi_listen_fallbacks(plan, results):
+# Docker's default seccomp profile refuses pidfd_getfd with EPERM: what a
+# container needs for a live listen change instead of a restart.
+CONTAINER_SECCOMP = (
+    "; in a container, Docker's default seccomp profile refuses pidfd_getfd: give the container a seccomp "
+    "profile that allows it (Docker's default profile with pidfd_open and pidfd_getfd added; compose: "
+    "security_opt: [\"seccomp=PROFILE.json\"]), or accept a restart for each listen change")
+
+
+def uwsgi_listen_fallbacks(plan, results, target="host"):
     """Apps whose live listen change failed: they are restarted instead, with
     a line each that says why and what clients will see."""
     failed, lines = [], []
@@ -1090,9 +1098,10 @@ def uwsgi_listen_fallbacks(plan, results):
             continue
         failed.append(item["name"])
         lines.append("%s: listen %s -> %d could not be applied to the open socket (%s: %s); restarting it instead, "
-                     "which refuses new connections for about a second and drops those waiting in its backlog"
+                     "which refuses new connections for about a second and drops those waiting in its backlog%s"
                      % (item["name"], item["was"], item["backlog"], outcome.get("reason", "error"),
-                        outcome.get("detail") or (result.get("stderr") or result.get("msg") or "").strip()[:200]))
+                        outcome.get("detail") or (result.get("stderr") or result.get("msg") or "").strip()[:200],
+                        CONTAINER_SECCOMP if target == "container" and outcome.get("reason") == "permission" else ""))
     return {"restart": failed, "warnings": lines}
 
 

@@ -121,3 +121,12 @@ def test_a_master_with_no_worker_is_restarted_not_reloaded():
     result = plan(apps(), {"inis": ["flaskapp"]}, workers={"flaskapp": 0, "flaskapi": 2})
     assert actions(result) == {"restart": ["flaskapp"]}
     assert "its master has no worker" in result["why"][0]
+
+
+def test_in_a_container_the_fallback_names_the_seccomp_profile_it_needs():
+    result = plan(apps((0, {"listen": 3000})), {"inis": ["flaskapp"]})
+    refused = {"rc": 3, "stdout": json.dumps({"ok": False, "reason": "permission", "detail": "Operation not permitted"})}
+    assert "seccomp" not in f.uwsgi_listen_fallbacks(result, [refused])["warnings"][0]
+    warning = f.uwsgi_listen_fallbacks(result, [refused], "container")["warnings"][0]
+    assert "Docker's default seccomp profile refuses pidfd_getfd" in warning
+    assert 'security_opt: ["seccomp=PROFILE.json"]' in warning
