@@ -921,6 +921,19 @@ def _pending(name, probe):
 PROGRAM_MARGIN = 2.0
 
 
+def _deps_pending(app, probe):
+    """Whether the packages the role recorded in an app's virtualenv were
+    installed after its master last loaded its app (a run interrupted between
+    the install and the reload): the record's mtime against the master's last
+    banner, which a graceful reload prints again."""
+    if not (app.get("packages") or app.get("requirements")):
+        return False
+    venv = (probe.get("venvs") or {}).get(app.get("uwsgi_venv")) or {}
+    started = (probe.get("managed", {}).get(app["name"]) or {}).get("started")
+    return bool(venv.get("deps_mtime") and started is not None
+                and float(venv["deps_mtime"]) > float(started) + PROGRAM_MARGIN)
+
+
 def _program_pending(name, probe):
     """Whether an app's Supervisor program file changed after Supervisor last
     (re)started its master: a run interrupted after writing it (a new uid)."""
@@ -963,6 +976,8 @@ def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None):
             reasons.append("its files changed after its master last read them")
         if _program_pending(name, probe):
             reasons.append("its Supervisor program changed after its master started")
+        if programs.get(name, {}).get("state") == "RUNNING" and _deps_pending(app, probe):
+            reasons.append("its packages were installed after its master last loaded them")
         base = "%s/%s" % (paths["config_dir"], name)
         plan.append({"name": name, "ini": base + ".ini", "env": base + ".env.ini",
                      "program": "%s/%s.conf" % (paths["supervisor_conf_dir"], name),
@@ -1029,6 +1044,7 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             continue
         files_changed = name in changed.get("inis", []) or name in changed.get("envs", [])
         deps_changed = name in changed.get("deps", [])
+        deps_pending = state == "RUNNING" and not deps_changed and _deps_pending(app, probe)
         pending = _pending(name, probe)
         workers = _workers(app, probe)
         scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
@@ -1043,6 +1059,8 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             reasons.append("its files changed after its master last read them")
         if deps_changed:
             reasons.append("its packages changed")
+        elif deps_pending:
+            reasons.append("its packages were installed after its master last loaded them")
         if wrong_workers:
             reasons.append("it runs %d workers, not %d" % (workers, app["processes"]))
         if backlog != app["listen"]:
@@ -1069,7 +1087,8 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             plan["listen"].append({"name": name, "socket": app["socket"], "backlog": app["listen"],
                                    "pid": programs.get(name, {}).get("pid"), "uid": app["uid"], "gid": app["gid"],
                                    "was": backlog})
-        if files_changed or deps_changed or pending or wrong_workers or (backlog is not None and backlog != app["listen"]):
+        if files_changed or deps_changed or deps_pending or pending or wrong_workers or (
+                backlog is not None and backlog != app["listen"]):
             plan["reload"].append(name)
             plan["why"].append("%s: %sgraceful reload (%s)" % (
                 name, "listen %s -> %d on the open socket, then " % (backlog, app["listen"])

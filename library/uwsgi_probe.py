@@ -96,6 +96,8 @@ from ansible.module_utils.uwsgi_host import (
     parse_tmpfiles_dirs,
     program_of_pid,
     read_untrusted,
+    requirements_digest,
+    requirements_files,
     untrusted_by,
 )
 
@@ -286,15 +288,13 @@ def venv_info(venv):
         others = others or untrusted_by(path)
     for path in glob.glob(os.path.join(venv, "lib", "python3*", "site-packages")):
         others = others or untrusted_by(path)
-    return {"uwsgi": pip_version(venv, "uwsgi"), "pcre": pcre, "deps": deps or None,
+    try:
+        deps_mtime = os.lstat(os.path.join(venv, DEPS_MARKER)).st_mtime
+    except OSError:
+        deps_mtime = None
+    return {"uwsgi": pip_version(venv, "uwsgi"), "pcre": pcre, "deps": deps or None, "deps_mtime": deps_mtime,
             "exists": os.path.isfile(os.path.join(venv, "pyvenv.cfg")), "system_site_packages": system,
             "writable_by": others}
-
-
-def sha256_of(path):
-    import hashlib  # pylint: disable=import-outside-toplevel
-    data = read_untrusted(path, 1024 * 1024)
-    return None if data in (None, NOT_REGULAR) else hashlib.sha256(data).hexdigest()
 
 
 def applied_record(path):
@@ -547,8 +547,11 @@ def main():
         "service": service,
         "systemd": systemd,
         "venvs": {venv: venv_info(venv) for venv in p["venvs"]},
-        "requirements": {path: sha256_of(path) for path in p["requirements"]},
-        "requirements_writable_by": {path: untrusted_by(path) for path in p["requirements"]},
+        # Each requirements file's digest covers the files it includes (-r, -c).
+        "requirements": {path: requirements_digest(path) for path in p["requirements"]},
+        "requirements_writable_by": {path: next((who for who in (untrusted_by(name) for name, _ in
+                                                                  requirements_files(path)) if who), None)
+                                     for path in p["requirements"]},
         "socket_files": {path: socket_file(path) for path in p["socket_files"]},
         # What the textfile directory was before the role gave the sampler's group write there.
         "textfile_record": applied_record(p["textfile_record"]) if p["textfile_record"] else {},

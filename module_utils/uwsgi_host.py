@@ -357,3 +357,44 @@ def check_request(check):
         return {"status": status, "error": None if status else "no HTTP status in %r" % head[:80]}
     except (OSError, ValueError) as exc:
         return {"status": None, "error": str(exc)}
+
+
+_NESTED = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(\S+)")
+
+
+def requirements_files(path, limit=1024 * 1024, depth=5):
+    """A requirements file and every file it includes (-r, -c, nested, as
+    pip reads them, relative to the including file), in order, each once:
+    [(path, content or None)], content read as read_untrusted reads it, and
+    None for a file someone other than root could change (never read)."""
+    seen, order = set(), []
+
+    def visit(current, level):
+        current = os.path.normpath(current)
+        if current in seen or level > depth:
+            return
+        seen.add(current)
+        # Root reads, and follows the includes of, only a file only root can change.
+        data = None if untrusted_by(current) else read_untrusted(current, limit)
+        data = None if data in (None, NOT_REGULAR) else data
+        order.append((current, data))
+        for line in (data or b"").decode("utf-8", "replace").splitlines():
+            match = _NESTED.match(line)
+            if match and "://" not in match.group(1):
+                visit(os.path.join(os.path.dirname(current), match.group(1)), level + 1)
+
+    visit(path, 0)
+    return order
+
+
+def requirements_digest(path):
+    """The sha256 of a requirements file and of every file it includes; None
+    when the file itself cannot be read."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+    files = requirements_files(path)
+    if not files or files[0][1] is None:
+        return None
+    digest = hashlib.sha256()
+    for name, data in files:
+        digest.update(name.encode() + b"\0" + (data if data is not None else b"(missing)") + b"\0")
+    return digest.hexdigest()

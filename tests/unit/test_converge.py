@@ -6,7 +6,7 @@ import pytest
 
 from conftest import FIXTURES, filters as f, uwsgi_host as h
 from test_apply_plan import NOTHING, actions
-from test_decisions import SYSCTLS, apps, errors, probe
+from test_decisions import SETTINGS, SYSCTLS, apps, errors, probe
 
 LISTENERS = h.parse_ss_listeners((FIXTURES / "bookworm" / "ss-listening.txt").read_text())
 
@@ -79,3 +79,16 @@ def test_a_listen_above_the_kernels_limit_names_the_app_not_a_variable_left_unse
     assert any("uwsgi_apps[0] (flaskapp): listen (70000) must be between 1 and 65535" in e for e in found), found
     explicit = errors(apps(), {"somaxconn_explicit": True}, derived)
     assert any(e.startswith("uwsgi_somaxconn (70000) is above 65535") for e in explicit)
+
+
+def test_packages_installed_but_never_loaded_are_loaded_by_the_next_run():
+    present = f.uwsgi_normalize([{"name": "flaskapp", "module": "app:app", "virtualenv": "/srv/a/venv",
+                                  "packages": ["flask==3.0.3"], "listen": 4096}],
+                                 dict(SETTINGS, install_method="pip", plugins=[]))
+    host_state = seen()
+    host_state["venvs"] = {"/srv/a/venv": {"deps_mtime": 2500.0}}
+    result = f.uwsgi_apply_plan(f.uwsgi_public(present), NOTHING, host_state)
+    assert result["reload"] == ["flaskapp"] and "installed after its master last loaded them" in result["why"][0]
+    # Installed in the seconds before the reload that loaded them: nothing to do.
+    host_state["venvs"]["/srv/a/venv"]["deps_mtime"] = 2001.0
+    assert f.uwsgi_apply_plan(f.uwsgi_public(present), NOTHING, host_state)["reload"] == []

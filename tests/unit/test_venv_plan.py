@@ -2,9 +2,11 @@
 pinned version, built with PCRE; the apps' packages and requirements), how a
 change of them reaches the apps, and the inputs refused before any change."""
 
+import os
+
 import pytest
 
-from conftest import filters as f
+from conftest import filters as f, uwsgi_host as h
 from test_decisions import SETTINGS
 
 PIP = dict(SETTINGS, install_method="pip", plugins=[], binary=None)
@@ -98,3 +100,19 @@ def test_a_first_install_goes_straight_into_the_venv():
     apps = pip_apps({"name": "a", "virtualenv": "/srv/a/venv", "packages": ["flask==3.0.2"]})
     deps = f.uwsgi_venv_plan(apps, {"venvs": {}, "requirements": {}}, "2.0.31")["deps"]
     assert deps[0]["stage"] is None and deps[0]["target"] == "/srv/a/venv"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root reads only files only root can change")
+def test_a_requirements_digest_covers_the_files_it_includes(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    base = tmp_path / "base.txt"
+    base.write_text("flask==3.0.3\n")
+    top = tmp_path / "requirements.txt"
+    top.write_text("-r base.txt\n--constraint=constraints.txt\nrequests\n")
+    (tmp_path / "constraints.txt").write_text("urllib3<3\n")
+    files = [name for name, _ in h.requirements_files(str(top))]
+    assert files == [str(top), str(base), str(tmp_path / "constraints.txt")]
+    before = h.requirements_digest(str(top))
+    base.write_text("flask==3.0.2\n")
+    assert h.requirements_digest(str(top)) != before
+    assert h.requirements_digest(str(tmp_path / "missing.txt")) is None
