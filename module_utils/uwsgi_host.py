@@ -8,6 +8,7 @@ import os
 import re
 import socket as sockmod
 import stat
+import time
 
 # Written into every Supervisor program file the role manages, so that a later
 # run knows the program is its own even when the app is no longer listed.
@@ -398,3 +399,32 @@ def requirements_digest(path):
     for name, data in files:
         digest.update(name.encode() + b"\0" + (data if data is not None else b"(missing)") + b"\0")
     return digest.hexdigest()
+
+
+def lock_holder_text(holder):
+    """A lock's holder as a person reads it."""
+    if not holder.get("id"):
+        return "nobody"
+    when = holder.get("taken")
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when)) if when else "an unknown time"
+    started = holder.get("started")
+    return "ansible-playbook PID %s on %s, started %s, holding the lock since %s" % (
+        holder.get("pid"), holder.get("controller"),
+        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)) if started else "at an unknown time", since)
+
+
+def lock_decision(current, me, now, stale_after, stale_id=None):
+    """Whether this run (`me`) takes the host's lock from its `current`
+    holder: {take, why (a takeover's reason), who (the holder, when it
+    waits)}. Free, or its own, it takes it; it takes it over from a run its
+    controller knows to be dead (stale_id) or that took it more than
+    stale_after seconds ago; otherwise it waits."""
+    if not current.get("id") or current.get("id") == me.get("id"):
+        return {"take": True, "why": "", "who": ""}
+    who = lock_holder_text(current)
+    if stale_id and current.get("id") == stale_id:
+        return {"take": True, "why": "the run that held it is dead (%s)" % who, "who": who}
+    taken = current.get("taken")
+    if taken is not None and now - float(taken) > stale_after:
+        return {"take": True, "why": "it was held for more than %d s (%s)" % (stale_after, who), "who": who}
+    return {"take": False, "why": "", "who": who}

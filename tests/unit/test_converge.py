@@ -92,3 +92,27 @@ def test_packages_installed_but_never_loaded_are_loaded_by_the_next_run():
     # Installed in the seconds before the reload that loaded them: nothing to do.
     host_state["venvs"]["/srv/a/venv"]["deps_mtime"] = 2001.0
     assert f.uwsgi_apply_plan(f.uwsgi_public(present), NOTHING, host_state)["reload"] == []
+
+
+RUN_A = {"controller": "ctl", "pid": 100, "started": 1000.0, "id": "ctl:100:1000.0"}
+RUN_B = {"controller": "ctl", "pid": 200, "started": 1003.0, "id": "ctl:200:1003.0"}
+
+
+def test_a_free_lock_or_ones_own_is_taken():
+    assert h.lock_decision({}, RUN_A, 2000.0, 7200)["take"]
+    assert h.lock_decision(dict(RUN_A, taken=1001.0), RUN_A, 2000.0, 7200)["take"]
+
+
+def test_a_second_run_waits_and_is_told_who_holds_the_lock():
+    found = h.lock_decision(dict(RUN_A, taken=1001.0), RUN_B, 1010.0, 7200)
+    assert not found["take"]
+    assert found["who"].startswith("ansible-playbook PID 100 on ctl, started 1970-01-01 00:16:40 UTC")
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over():
+    dead = h.lock_decision(dict(RUN_A, taken=1001.0), RUN_B, 1010.0, 7200, stale_id=RUN_A["id"])
+    assert dead["take"] and dead["why"].startswith("the run that held it is dead")
+    old = h.lock_decision(dict(RUN_A, taken=1001.0), RUN_B, 1001.0 + 7201, 7200)
+    assert old["take"] and "held for more than 7200 s" in old["why"]
+    # Another run's id named as dead does not take a live holder's lock.
+    assert not h.lock_decision(dict(RUN_A, taken=1001.0), RUN_B, 1010.0, 7200, stale_id="ctl:300:1.0")["take"]

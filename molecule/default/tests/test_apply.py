@@ -242,3 +242,49 @@ def test_a_crash_looping_app_takes_the_good_config_and_serves(host, tmp_path):
     finally:
         host.run(f"sed -i 's/^module = slowfail:app$/module = app:app/' {ini}")
         ok(run_with(tmp_path, "crash-loop-back", BASE_APPS))
+
+
+def test_two_runs_at_once_take_turns_and_the_last_backlog_is_in_effect(host, tmp_path):
+    """Two operators, 3 s apart, with different backlogs: the second waits for
+    the first (the host's lock), then decides on the host as the first left it."""
+    import concurrent.futures
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(run_with, tmp_path, "at-once-a", with_changes(**{U: {"listen": 3000}}))
+            time.sleep(3)
+            second = pool.submit(run_with, tmp_path, "at-once-b", with_changes(**{U: {"listen": 2500}}))
+            ok(first.result(timeout=600))
+            ok(second.result(timeout=600))
+        ini = host.file(f"/etc/uwsgi/supervisor/{U}.ini").content_string
+        assert "listen = 2500" in ini
+        hc.check_backlog(host, dict(UNIX_APP, listen=2500))
+        assert not host.run("ls /etc/uwsgi/supervisor/ /etc/supervisor/conf.d/ | grep '~$'").stdout.strip()
+        assert host.file("/run/lock/backlogops-uwsgi.lock").content_string.strip() == "{}"
+    finally:
+        ok(run_with(tmp_path, "at-once-back", BASE_APPS))
+
+
+def test_a_program_written_but_never_loaded_is_loaded_by_the_next_run(host, tmp_path):
+    """As a first deploy interrupted before `supervisorctl update` leaves it."""
+    new = {"name": "lateapp", "module": "app:app", "chdir": "/srv/flaskapp", "listen": 512,
+           "environment": {"APP_NAME": "lateapp"}}
+    try:
+        ok(run_with(tmp_path, "late-first", BASE_APPS + [new]))
+        host.run_test("supervisorctl stop lateapp && supervisorctl remove lateapp")
+        assert hc.supervisor_state(host, "lateapp")[0] == "missing"
+        run = ok(run_with(tmp_path, "late-again", BASE_APPS + [new]))
+        assert "lateapp: start (its Supervisor program was written but never loaded)" in hc.said(run)
+        hc.check_backlog(host, dict(new, socket="/run/uwsgi/lateapp.sock"))
+        assert "hello from lateapp" in host.check_output("uwsgiprobe request /run/uwsgi/lateapp.sock /")
+    finally:
+        ok(run_with(tmp_path, "late-gone", BASE_APPS + [dict(new, state="absent")]))
+
+
+def test_an_app_with_a_mule_is_proven_with_its_workers_as_uwsgi_counts_them(host, tmp_path):
+    try:
+        run = ok(run_with(tmp_path, "mule", with_changes(**{U: {"options": {"mules": 1}}})))
+        assert f"app {U}: RUNNING, backlog {UNIX_APP['listen']} on {UNIX_APP['socket']}, 2 workers" in hc.said(run)
+        again = ok(run_with(tmp_path, "mule-again", with_changes(**{U: {"options": {"mules": 1}}})))
+        assert hc.recap_changed(again.stdout) == {host.backend.get_hostname(): 0}, again.stdout[-3000:]
+    finally:
+        ok(run_with(tmp_path, "mule-back", BASE_APPS))
