@@ -4,6 +4,7 @@ scenario's prepare) serves the unix-socket app on :8081 and the TCP app on
 every change, and each change must leave 0 failed requests, 0 client errors,
 0 new lines in nginx's error log, and be in effect afterwards."""
 
+import concurrent.futures
 import json
 import time
 
@@ -247,7 +248,6 @@ def test_a_crash_looping_app_takes_the_good_config_and_serves(host, tmp_path):
 def test_two_runs_at_once_take_turns_and_the_last_backlog_is_in_effect(host, tmp_path):
     """Two operators, 3 s apart, with different backlogs: the second waits for
     the first (the host's lock), then decides on the host as the first left it."""
-    import concurrent.futures
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             first = pool.submit(run_with, tmp_path, "at-once-a", with_changes(**{U: {"listen": 3000}}))
