@@ -1238,6 +1238,13 @@ def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
     return {"dirs": dirs, "templates": templates, "copies": copies, "contents": contents}
 
 
+def uwsgi_dirs_restored(dirs, failed):
+    """The role's socket directories as a rollback leaves them: those of the
+    failed apps back in the group they had before this run."""
+    return [dict(d, group=d["previous_group"]) if d.get("app") in failed and d.get("previous_group") else d
+            for d in dirs]
+
+
 def uwsgi_changed_apps(apps, changed_files, paths):
     """Which apps' program, ini and environment files the run changed."""
     changed = set(changed_files or [])
@@ -1400,6 +1407,7 @@ class FilterModule:
             "uwsgi_listen_fallbacks": uwsgi_listen_fallbacks,
             "uwsgi_file_plan": uwsgi_file_plan,
             "uwsgi_changed_apps": uwsgi_changed_apps,
+            "uwsgi_dirs_restored": uwsgi_dirs_restored,
             "uwsgi_rollback_files": uwsgi_rollback_files,
             "uwsgi_sampler_action": uwsgi_sampler_action,
             "uwsgi_report": uwsgi_report,

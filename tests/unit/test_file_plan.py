@@ -276,3 +276,10 @@ def test_the_textfile_directory_is_recorded_as_it_was_before_the_role_first_chan
     again = f.uwsgi_file_plan(present, host_plan, PATHS, full,
                               dict(SAMPLER, before=before, record=record, recorded=json.loads(written["content"])))
     assert record not in [c["path"] for c in again["contents"]]
+
+
+def test_a_rolled_back_gid_change_puts_the_directorys_previous_group_back_in_tmpfiles():
+    dirs = [{"path": "/run/uwsgi", "group": "webapps", "app": "flaskapp", "exists": True, "previous_group": "www-data"},
+            {"path": "/run/other", "group": "other", "app": "otherapp", "exists": True, "previous_group": "old"}]
+    restored = f.uwsgi_dirs_restored(dirs, ["flaskapp"])
+    assert [(d["path"], d["group"]) for d in restored] == [("/run/uwsgi", "www-data"), ("/run/other", "other")]
