@@ -57,6 +57,7 @@ import resource
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
@@ -83,8 +84,10 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 TCP_LISTEN = 10  # unix_diag uses the TCP state numbers too
 UDIAG_SHOW_NAME = 0x01
+UDIAG_SHOW_VFS = 0x02
 UDIAG_SHOW_RQLEN = 0x10
 UNIX_DIAG_NAME = 0
+UNIX_DIAG_VFS = 1
 UNIX_DIAG_RQLEN = 4
 NLA_TYPE_MASK = 0x3FFF
 
@@ -113,9 +116,9 @@ class ConfigError(Exception):
 
 def encode_unix_dump(seq):
     """The SOCK_DIAG_BY_FAMILY dump request for the unix sockets in LISTEN,
-    with their names and queue lengths."""
+    with their names, the file each is bound to and their queue lengths."""
     body = UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 0, 1 << TCP_LISTEN, 0,
-                              UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN, 0, 0)
+                              UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_RQLEN, 0, 0)
     return NLMSG_HDR.pack(NLMSG_HDR.size + len(body), SOCK_DIAG_BY_FAMILY,
                           NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
@@ -177,6 +180,20 @@ def unix_fields(data, start, end):
             rqueue, wqueue = PAIR.unpack_from(data, offset + NLATTR.size)
         offset += (size + 3) & ~3
     return state, name, rqueue, wqueue, inode
+
+
+def unix_vfs(data, start, end):
+    """The file a unix_diag_msg record's socket is bound to: (inode, device)
+    from its UNIX_DIAG_VFS attribute, None without one."""
+    offset = start + UNIX_DIAG_MSG.size
+    while offset + NLATTR.size <= end:
+        size, kind = NLATTR.unpack_from(data, offset)
+        if size < NLATTR.size or offset + size > end:
+            break
+        if kind & NLA_TYPE_MASK == UNIX_DIAG_VFS and size >= NLATTR.size + PAIR.size:
+            return PAIR.unpack_from(data, offset + NLATTR.size)
+        offset += (size + 3) & ~3
+    return None
 
 
 def unix_display_name(raw):
@@ -474,7 +491,7 @@ def escape_label(value):
 
 class App:
     __slots__ = ("name", "socket", "target", "labels", "up", "queue", "backlog", "peak",
-                 "found", "sum_queue", "sum_backlog", "alert_high", "alert_at")
+                 "found", "sum_queue", "sum_backlog", "alert_high", "alert_at", "bound")
 
     def __init__(self, name, sock, target, window):
         self.name = name
@@ -490,6 +507,25 @@ class App:
         self.sum_backlog = 0
         self.alert_high = False
         self.alert_at = None
+        # The inode of the file at a unix socket's path in the current sample:
+        # None when unknown (not a path, or the path cannot be read), 0 when
+        # nothing that is a socket is there.
+        self.bound = None
+
+
+def bound_inode(path):
+    """The inode of the socket file at a unix socket's path: 0 when nothing
+    that is a socket is there, None when that cannot be told (not a path, or
+    a directory this user cannot search)."""
+    if not path.startswith("/"):
+        return None
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    except OSError:
+        return None
+    return st.st_ino if stat.S_ISSOCK(st.st_mode) else 0
 
 
 def log_line(stream, message):
@@ -502,7 +538,8 @@ class Sampler:
     text, write() writes it to the output file; none of them raises for a
     netlink, file or socket problem: those are logged and counted."""
 
-    def __init__(self, config, netlink=None, log=None, clock=time.monotonic, wall=time.time, netstat=NETSTAT):
+    def __init__(self, config, netlink=None, log=None, clock=time.monotonic, wall=time.time, netstat=NETSTAT,
+                 bound=None):
         self.interval = config["interval"]
         self.window = config["window"]
         self.alert_ratio = config["alert_ratio"]
@@ -513,6 +550,7 @@ class Sampler:
         self.clock = clock
         self.wall = wall
         self.netstat = netstat
+        self.bound = bound if bound is not None else bound_inode
         self.samples = 0
         self.writes = 0
         self.last_sample = None
@@ -536,7 +574,12 @@ class Sampler:
         state, raw, rqueue, wqueue, _inode = unix_fields(data, start, end)
         apps = self.unix_names.get(raw)
         if apps is not None and state == TCP_LISTEN and rqueue is not None:
+            vfs = unix_vfs(data, start, end)
             for app in apps:
+                # A socket whose file was deleted or replaced keeps its name:
+                # it serves the app only while it is the file at the path.
+                if app.bound == 0 or (app.bound and vfs is not None and vfs[0] != app.bound):
+                    continue
                 app.found += 1
                 app.sum_queue += rqueue
                 app.sum_backlog += wqueue
@@ -578,6 +621,7 @@ class Sampler:
         apps = self.apps
         for app in apps:
             app.found = app.sum_queue = app.sum_backlog = 0
+            app.bound = self.bound(app.socket)
         try:
             for family, handler in self.queries:
                 self.netlink.dump(family, handler)

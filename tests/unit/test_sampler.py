@@ -110,7 +110,9 @@ def config(apps, **keys):
 
 def sampler(apps, replies=None, **keys):
     logs = []
-    result = s.Sampler(config(apps, **keys), netlink=FakeNetlink(replies), log=logs.append, clock=Clock(), wall=lambda: 1700000000.25)
+    # The socket paths named here are not on this machine: what is bound there is unknown.
+    result = s.Sampler(config(apps, **keys), netlink=FakeNetlink(replies), log=logs.append, clock=Clock(),
+                       wall=lambda: 1700000000.25, bound=lambda path: None)
     return result, logs
 
 
@@ -197,7 +199,8 @@ def test_requests_ask_for_listeners_only_with_names_and_queue_lengths():
     unix = s.encode_unix_dump(7)
     assert s.NLMSG_HDR.unpack_from(unix) == (40, s.SOCK_DIAG_BY_FAMILY, s.NLM_F_REQUEST | s.NLM_F_DUMP, 7, 0)
     family, protocol, _pad, states, _ino, show, _c0, _c1 = s.UNIX_DIAG_REQ.unpack_from(unix, 16)
-    assert (family, protocol, states, show) == (socket.AF_UNIX, 0, 1 << 10, s.UDIAG_SHOW_NAME | s.UDIAG_SHOW_RQLEN)
+    assert (family, protocol, states, show) == (socket.AF_UNIX, 0, 1 << 10,
+                                              s.UDIAG_SHOW_NAME | s.UDIAG_SHOW_VFS | s.UDIAG_SHOW_RQLEN)
     inet = s.encode_inet_dump(9, socket.AF_INET6)
     assert s.NLMSG_HDR.unpack_from(inet) == (72, s.SOCK_DIAG_BY_FAMILY, s.NLM_F_REQUEST | s.NLM_F_DUMP, 9, 0)
     assert struct.unpack_from("=BBBBI", inet, 16) == (socket.AF_INET6, socket.IPPROTO_TCP, 0, 0, 1 << 10)
@@ -925,3 +928,27 @@ def test_bench_reports_samples_and_cpu(tmp_path, listeners):
     assert 5 <= report["samples"] <= 11  # 10 on an idle machine
     assert report["writes"] == 1 and report["errors"] == 0
     assert 0 <= report["cpu_seconds"] < 0.5
+
+
+def test_a_deleted_or_replaced_socket_reads_as_down_on_the_real_kernel():
+    """ss (and sock_diag) keep a deleted socket's name: the sampler counts a
+    listener only while it is the file at the app's path (UNIX_DIAG_VFS)."""
+    directory = tempfile.mkdtemp(prefix="sampler-", dir="/tmp")
+    path = directory + "/app.sock"
+    server = socket.socket(socket.AF_UNIX)
+    other = socket.socket(socket.AF_UNIX)
+    smp = s.Sampler(config([("app", path)]), log=lambda message: None)
+    try:
+        server.bind(path)
+        server.listen(33)
+        assert smp.sample() and smp.apps[0].up and smp.apps[0].backlog == 33
+        os.unlink(path)
+        assert smp.sample() and not smp.apps[0].up
+        # Another socket at the path, not listening: the app's listener is still not it.
+        other.bind(path)
+        assert smp.sample() and not smp.apps[0].up
+    finally:
+        smp.netlink.close()
+        server.close()
+        other.close()
+        shutil.rmtree(directory)
