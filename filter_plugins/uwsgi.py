@@ -921,6 +921,16 @@ def _pending(name, probe):
 PROGRAM_MARGIN = 2.0
 
 
+def _binary_pending(name, probe):
+    """Whether the uwsgi binary an app's program runs was replaced after
+    Supervisor started its master (a package upgrade, or a run interrupted
+    after a pip build): the master still runs the old one."""
+    record = probe.get("managed", {}).get(name, {})
+    started = record.get("process_started")
+    return bool(record.get("binary_mtime") and started is not None
+                and float(record["binary_mtime"]) > float(started) + PROGRAM_MARGIN)
+
+
 def _deps_pending(app, probe):
     """Whether the packages the role recorded in an app's virtualenv were
     installed after its master last loaded its app (a run interrupted between
@@ -1068,6 +1078,8 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
         hard = []
         if name in changed.get("binaries", []):
             hard.append("its uwsgi binary changed")
+        elif state == "RUNNING" and _binary_pending(name, probe):
+            hard.append("its uwsgi binary changed after its master started (an upgrade, or an interrupted run)")
         if moved:
             hard.append("its socket moved")
         if state in ("STARTING", "BACKOFF"):

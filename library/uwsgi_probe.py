@@ -213,6 +213,13 @@ def mtime(*paths):
     return max(times) if times else None
 
 
+def ctime(path):
+    try:
+        return os.stat(path).st_ctime
+    except OSError:
+        return None
+
+
 def managed_apps(conf_dir, config_dir, log_dir, programs):
     apps = {}
     for path in sorted(glob.glob(os.path.join(conf_dir, "*.conf"))):
@@ -230,6 +237,9 @@ def managed_apps(conf_dir, config_dir, log_dir, programs):
                         "sockets": parse_ini_sockets(ini_text or ""),
                         "config_mtime": mtime(ini, os.path.join(config_dir, name + ".env.ini")),
                         "program_mtime": mtime(path),
+                        # When the uwsgi binary its program runs was put in place (a package or
+                        # pip upgrade replaces it): its ctime, since dpkg keeps a file's mtime.
+                        "binary_mtime": ctime(program_binary(program["command"])),
                         # When Supervisor started the master (a graceful reload keeps it).
                         "process_started": started_at(programs[name]["pid"]) if programs.get(name, {}).get("pid")
                         else None,
@@ -237,6 +247,14 @@ def managed_apps(conf_dir, config_dir, log_dir, programs):
                         if programs.get(name, {}).get("state") == "RUNNING" else None})
         apps[program["name"]] = program
     return apps
+
+
+def program_binary(command):
+    """The uwsgi binary a program's command runs (after setpriv's `--`)."""
+    argv = (command or "").split()
+    if "--" in argv:
+        argv = argv[argv.index("--") + 1:]
+    return argv[0] if argv else ""
 
 
 def foreign_programs(conf_dir, managed, programs):

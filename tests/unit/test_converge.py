@@ -116,3 +116,11 @@ def test_a_lock_left_by_a_dead_run_is_taken_over():
     assert old["take"] and "held for more than 7200 s" in old["why"]
     # Another run's id named as dead does not take a live holder's lock.
     assert not h.lock_decision(dict(RUN_A, taken=1001.0), RUN_B, 1010.0, 7200, stale_id="ctl:300:1.0")["take"]
+
+
+def test_a_uwsgi_binary_replaced_after_its_master_started_is_restarted_onto():
+    """A package upgrade, or a run interrupted after a pip build: the master still runs the old binary."""
+    host_state = seen(flaskapp={"binary_mtime": 3000.0})
+    result = f.uwsgi_apply_plan(f.uwsgi_public(apps()), NOTHING, host_state)
+    assert actions(result) == {"restart": ["flaskapp"]} and "binary changed after its master started" in result["why"][0]
+    assert actions(f.uwsgi_apply_plan(f.uwsgi_public(apps()), NOTHING, seen(flaskapp={"binary_mtime": 1500.0}))) == {}
