@@ -1,0 +1,328 @@
+"""The apply plan: which apps are tried aside, how each takes its change
+(the gentlest action that converges it), and every file the run writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+DOCUMENTATION = ""
+
+_spec = importlib.util.spec_from_file_location(
+    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
+host = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(host)
+_input = host.load_role_python("filter_plugins", "uwsgi_input")
+SAMPLER_PROGRAM = _input.SAMPLER_PROGRAM
+_state = host.load_role_python("filter_plugins", "uwsgi_state")
+_binary_pending = _state._binary_pending
+_deps_pending = _state._deps_pending
+_pending = _state._pending
+_program_pending = _state._program_pending
+_socket_in_effect = _state._socket_in_effect
+_workers = _state._workers
+
+
+def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None):
+    """What the file write tries aside before it writes anything: every
+    present app, with its files' paths, binary, user, group and bound. The
+    module tries those whose files would change; `force` names why an app is
+    tried even when they do not: its uwsgi binary or packages changed in this
+    run (installed: {binaries, deps}), its packages were staged (staged: the
+    venv plan's deps, whose stage the trial imports the app from), or its
+    files changed after its master last read them. None with uwsgi_trial
+    false."""
+    if not settings.get("trial", True):
+        return []
+    installed = installed or {}
+    programs = probe.get("supervisor", {}).get("programs", {})
+    stages = {d["venv"]: d["stage"] for d in staged or [] if d.get("stage")}
+    plan = []
+    for app in apps:
+        if app["state"] != "present":
+            continue
+        name = app["name"]
+        reasons = []
+        if name in installed.get("binaries", []):
+            reasons.append("its uwsgi binary changed")
+        home = stages.get(app.get("uwsgi_venv")) if app.get("virtualenv") else None
+        if home:
+            reasons.append("its new packages, staged in %s" % home)
+        elif name in installed.get("deps", []):
+            reasons.append("its packages changed")
+        if programs.get(name, {}).get("state") == "RUNNING" and _pending(name, probe):
+            reasons.append("its files changed after its master last read them")
+        if _program_pending(name, probe):
+            reasons.append("its Supervisor program changed after its master started")
+        if programs.get(name, {}).get("state") == "RUNNING" and _deps_pending(app, probe):
+            reasons.append("its packages were installed after its master last loaded them")
+        base = "%s/%s" % (paths["config_dir"], name)
+        plan.append({"name": name, "ini": base + ".ini", "env": base + ".env.ini",
+                     "program": "%s/%s.conf" % (paths["supervisor_conf_dir"], name),
+                     "binary": app["binary"], "uid": app["uid"], "gid": app["gid"], "setpriv": settings["setpriv"],
+                     "timeout": app["ready_timeout"], "force": "; ".join(reasons),
+                     "chdir": app["chdir"], "module": app["module"], "home": home})
+    return plan
+
+
+def uwsgi_trial_line(trial):
+    """One line of the run's output for an app tried aside."""
+    if trial.get("ok") is None:
+        return "%s: %s" % (trial["name"], trial["why"])
+    return "%s: tried aside (%s): %s in %s s" % (
+        trial["name"], trial.get("because", ""), trial["why"] if trial["ok"] else "FAILED, " + trial["why"],
+        trial.get("seconds"))
+
+
+def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
+    """How each present app takes what it is asked, the gentlest way that can:
+
+    - load: its program file is new or changed (command, binary, user,
+      group): `supervisorctl update` starts it, or stops and starts it;
+    - start: it is stopped (by hand, or Supervisor gave up on it);
+    - restart: its binary or socket path changed, or it is crash-looping, or
+      uwsgi_apply_strategy is restart: a stop (requests finish) and a start;
+    - listen: the backlog in effect differs from its listen: a new backlog on
+      the open socket, as the app's user (restart where that cannot be done);
+    - reload: its ini or environment changed in this run, or changed earlier
+      and was never applied (an interrupted run), or its worker count differs:
+      uWSGI's graceful reload, which keeps the socket and every queued request.
+
+    changed: the apps whose files changed in this run (programs, inis, envs,
+    binaries); probe: the host before this run."""
+    programs = probe.get("supervisor", {}).get("programs", {})
+    backlogs = host.backlogs_by_socket(probe.get("listeners", []))
+    managed = probe.get("managed", {})
+    plan = {"load": [], "start": [], "restart": [], "listen": [], "reload": [], "why": []}
+    for app in apps:
+        if app["state"] != "present":
+            continue
+        name = app["name"]
+        state = programs.get(name, {}).get("state")
+        record = managed.get(name, {})
+        if name in changed.get("programs", []):
+            plan["load"].append(name)
+            plan["why"].append("%s: %s (its Supervisor program is %s)" % (
+                name, "start" if state is None else "stop and start", "new" if state is None else "changed"))
+            continue
+        if state is None and name in managed:
+            # Its program file is there but Supervisor never loaded it (a run
+            # interrupted before `supervisorctl update`): `start` cannot find it.
+            plan["load"].append(name)
+            plan["why"].append("%s: start (its Supervisor program was written but never loaded)" % name)
+            continue
+        if state in ("RUNNING", "STARTING", "BACKOFF") and _program_pending(name, probe):
+            plan["load"].append(name)
+            plan["why"].append("%s: stop and start (its Supervisor program changed after its master started: %s)"
+                               % (name, "an interrupted run left it"))
+            continue
+        if state in ("STOPPED", "EXITED", "FATAL") or state is None:
+            plan["start"].append(name)
+            plan["why"].append("%s: start (it was %s)" % (name, state or "not loaded"))
+            continue
+        files_changed = name in changed.get("inis", []) or name in changed.get("envs", [])
+        deps_changed = name in changed.get("deps", [])
+        deps_pending = state == "RUNNING" and not deps_changed and _deps_pending(app, probe)
+        pending = _pending(name, probe)
+        workers = _workers(app, probe)
+        scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
+        wrong_workers = state == "RUNNING" and not scaled and workers is not None and workers != app["processes"]
+        backlog = backlogs.get(host.socket_key(app["socket"]))
+        moved = record.get("sockets") and [host.socket_key(x) for x in record["sockets"]] != [
+            host.socket_key(app["socket"])]
+        reasons = []
+        if files_changed:
+            reasons.append("its ini or environment changed")
+        elif pending:
+            reasons.append("its files changed after its master last read them")
+        if deps_changed:
+            reasons.append("its packages changed")
+        elif deps_pending:
+            reasons.append("its packages were installed after its master last loaded them")
+        if wrong_workers:
+            reasons.append("it runs %d workers, not %d" % (workers, app["processes"]))
+        if backlog != app["listen"]:
+            reasons.append("its backlog in effect is %s, not %d" % (backlog, app["listen"]))
+        hard = []
+        if name in changed.get("binaries", []):
+            hard.append("its uwsgi binary changed")
+        elif state == "RUNNING" and _binary_pending(name, probe):
+            hard.append("its uwsgi binary changed after its master started (an upgrade, or an interrupted run)")
+        if moved:
+            hard.append("its socket moved")
+        if state in ("STARTING", "BACKOFF"):
+            hard.append("it is %s" % state)
+        if backlog is None and state == "RUNNING" and not hard:
+            hard.append("no socket of its is listening")
+        if state == "RUNNING" and workers == 0 and not hard:
+            hard.append("its master has no worker (still loading its app, or crash-looping)")
+        listener, wrong = _socket_in_effect(app, probe)
+        if state == "RUNNING" and listener and wrong and not hard:
+            hard.append(wrong)
+        if hard or (reasons and strategy == "restart"):
+            plan["restart"].append(name)
+            plan["why"].append("%s: stop and start (%s)" % (name, "; ".join(hard + reasons)))
+            continue
+        if backlog is not None and backlog != app["listen"]:
+            plan["listen"].append({"name": name, "socket": app["socket"], "backlog": app["listen"],
+                                   "pid": programs.get(name, {}).get("pid"), "uid": app["uid"], "gid": app["gid"],
+                                   "was": backlog})
+        if files_changed or deps_changed or deps_pending or pending or wrong_workers or (
+                backlog is not None and backlog != app["listen"]):
+            plan["reload"].append(name)
+            plan["why"].append("%s: %sgraceful reload (%s)" % (
+                name, "listen %s -> %d on the open socket, then " % (backlog, app["listen"])
+                if backlog != app["listen"] else "", "; ".join(reasons)))
+    return plan
+
+
+# Docker's default seccomp profile refuses pidfd_getfd with EPERM: what a
+# container needs for a live listen change instead of a restart.
+CONTAINER_SECCOMP = (
+    "; in a container, Docker's default seccomp profile refuses pidfd_getfd: give the container a seccomp "
+    "profile that allows it (Docker's default profile with pidfd_open and pidfd_getfd added; compose: "
+    "security_opt: [\"seccomp=PROFILE.json\"]), or accept a restart for each listen change")
+
+
+def uwsgi_listen_fallbacks(plan, results, target="host"):
+    """Apps whose live listen change failed: they are restarted instead, with
+    a line each that says why and what clients will see."""
+    failed, lines = [], []
+    for item, result in zip(plan["listen"], results):
+        try:
+            outcome = json.loads(result.get("stdout") or "{}")
+        except ValueError:
+            outcome = {}
+        if result.get("rc") == 0 and outcome.get("ok"):
+            continue
+        failed.append(item["name"])
+        lines.append("%s: listen %s -> %d could not be applied to the open socket (%s: %s); restarting it instead, "
+                     "which refuses new connections for about a second and drops those waiting in its backlog%s"
+                     % (item["name"], item["was"], item["backlog"], outcome.get("reason", "error"),
+                        outcome.get("detail") or (result.get("stderr") or result.get("msg") or "").strip()[:200],
+                        CONTAINER_SECCOMP if target == "container" and outcome.get("reason") == "permission" else ""))
+    return {"restart": failed, "warnings": lines}
+
+
+def uwsgi_sampler_config(apps, settings, kept=None):
+    """The sampler's config (JSON): the socket of every present app and of
+    every unlisted app the role keeps running, and where and how often it
+    writes."""
+    return {
+        "apps": sorted([{"name": app["name"], "socket": app["socket"]} for app in apps] + list(kept or []),
+                       key=lambda a: a["name"]),
+        "interval": float(settings["interval"]),
+        "window": float(settings["window"]),
+        "alert_ratio": float(settings["alert_ratio"]),
+        "output": settings["textfile_dir"].rstrip("/") + "/uwsgi.prom",
+    }
+
+
+def uwsgi_sampler_action(on, changed_files, probe, paths):
+    """How the sampler takes this run's change: `update` loads a new or changed
+    program, `restart` starts a new script or config (or a stopped sampler),
+    "" when it runs as it should or is off."""
+    if not on:
+        return ""
+    changed = set(changed_files or [])
+    program = "%s/%s.conf" % (paths["supervisor_conf_dir"], SAMPLER_PROGRAM)
+    status = (probe.get("supervisor") or {}).get("programs", {}).get(SAMPLER_PROGRAM)
+    if program in changed or status is None:
+        return "update"
+    if changed & {paths["sampler"], paths["sampler_config"]} or status.get("state") != "RUNNING":
+        return "restart"
+    return ""
+# Socket directories the role creates: group-writable for the apps that share
+# them, and sticky, so that no app's user can remove, rename or replace
+# another app's socket (as in /tmp).
+SOCKET_DIR_MODE = "1775"
+
+
+def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
+    """Every file and directory the role writes for its present apps, for one
+    run of the uwsgi_files action: the socket directories it owns and their
+    tmpfiles.d entry, the config and helper directories, the helper, and per
+    app its environment (secret: from `environments`, the apps with their
+    values), its ini and its Supervisor program (from the public view)."""
+    secret = {app["name"]: app for app in environments}
+    if plan.get("empty"):
+        return {"dirs": [], "templates": [], "copies": [], "contents": []}
+    dirs = [{"path": d["path"], "owner": "root", "group": d["group"], "mode": SOCKET_DIR_MODE} for d in plan.get("dirs", [])]
+    dirs += [{"path": path, "owner": "root", "group": "root", "mode": "0755"}
+             for path in (paths["config_dir"], paths["helper"].rsplit("/", 1)[0])]
+    templates = []
+    if plan.get("dirs"):
+        # tmpfiles.d is systemd's: a container without systemd may lack it. The
+        # file is also the role's record of the directories it created.
+        dirs.append({"path": paths["tmpfiles"].rsplit("/", 1)[0], "owner": "root", "group": "root", "mode": "0755"})
+        templates.append({"src": "etc/tmpfiles.d/uwsgi.conf.j2", "path": paths["tmpfiles"],
+                          "owner": "root", "group": "root", "mode": "0644"})
+    for app in apps:
+        base = "%s/%s" % (paths["config_dir"], app["name"])
+        templates += [
+            # The environment (secrets): the app's own user alone reads it (uWSGI reads
+            # it as that user); not its group, which the web server and other apps share.
+            {"src": "etc/uwsgi/app.env.ini.j2", "path": base + ".env.ini", "secret": True,
+             "vars": {"item": secret[app["name"]]},
+             "owner": app["uid"], "group": "root", "mode": "0400", "backup": True},
+            {"src": "etc/uwsgi/app.ini.j2", "path": base + ".ini", "vars": {"item": app},
+             "owner": "root", "group": app["gid"], "mode": "0640", "backup": True},
+            {"src": "etc/supervisor/conf.d/program.conf.j2", "vars": {"item": app},
+             "path": "%s/%s.conf" % (paths["supervisor_conf_dir"], app["name"]),
+             "owner": "root", "group": "root", "mode": "0644", "backup": True},
+        ]
+    copies = [{"src": "uwsgi_listen.py", "path": paths["helper"], "owner": "root", "group": "root", "mode": "0755"}]
+    contents = []
+    if sampler:
+        # The textfile directory keeps its owner (node_exporter's package may own it);
+        # the sampler's group may replace files in it.
+        textfile = {"path": sampler["textfile_dir"], "mode": "g+rwx"}
+        if sampler.get("group"):
+            textfile["group"] = sampler["group"]
+        dirs.append(textfile)
+        # Before the role first changes it, what the directory was: put back when the sampler goes.
+        before = sampler.get("before") or {}
+        if sampler.get("record") and not sampler.get("recorded") and before.get("exists"):
+            contents.append({"path": sampler["record"], "owner": "root", "group": "root", "mode": "0600",
+                             "content": json.dumps({"path": sampler["textfile_dir"], "group": before.get("group"),
+                                                    "mode": before.get("mode")}, sort_keys=True) + "\n"})
+        copies.append({"src": "uwsgi_sampler.py", "path": paths["sampler"], "owner": "root", "group": "root",
+                       "mode": "0755"})
+        contents.append({"path": paths["sampler_config"], "owner": "root", "group": "root", "mode": "0644",
+                         "content": json.dumps(uwsgi_sampler_config(apps, sampler, plan.get("kept_apps")), indent=2,
+                                               sort_keys=True) + "\n"})
+        templates.append({"src": "etc/supervisor/conf.d/sampler.conf.j2", "owner": "root", "group": "root",
+                          "mode": "0644", "path": "%s/%s.conf" % (paths["supervisor_conf_dir"], SAMPLER_PROGRAM)})
+    return {"dirs": dirs, "templates": templates, "copies": copies, "contents": contents}
+
+
+def uwsgi_dirs_restored(dirs, failed):
+    """The role's socket directories as a rollback leaves them: those of the
+    failed apps back in the group they had before this run."""
+    return [dict(d, group=d["previous_group"]) if d.get("app") in failed and d.get("previous_group") else d
+            for d in dirs]
+
+
+def uwsgi_changed_apps(apps, changed_files, paths):
+    """Which apps' program, ini and environment files the run changed."""
+    changed = set(changed_files or [])
+    return {
+        "programs": [a["name"] for a in apps if "%s/%s.conf" % (paths["supervisor_conf_dir"], a["name"]) in changed],
+        "inis": [a["name"] for a in apps if "%s/%s.ini" % (paths["config_dir"], a["name"]) in changed],
+        "envs": [a["name"] for a in apps if "%s/%s.env.ini" % (paths["config_dir"], a["name"]) in changed],
+    }
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "uwsgi_apply_plan": uwsgi_apply_plan,
+            "uwsgi_trial_plan": uwsgi_trial_plan,
+            "uwsgi_trial_line": uwsgi_trial_line,
+            "uwsgi_listen_fallbacks": uwsgi_listen_fallbacks,
+            "uwsgi_file_plan": uwsgi_file_plan,
+            "uwsgi_changed_apps": uwsgi_changed_apps,
+            "uwsgi_dirs_restored": uwsgi_dirs_restored,
+            "uwsgi_sampler_action": uwsgi_sampler_action,
+        }

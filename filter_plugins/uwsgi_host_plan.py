@@ -1,0 +1,502 @@
+"""The host plan: what the preflight's probe says the host rules out or
+needs (users, groups, directories, sockets held, paths, programs the role
+did not write, virtualenvs, kernel limits), before anything is changed."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import posixpath
+import re
+
+DOCUMENTATION = ""
+
+_spec = importlib.util.spec_from_file_location(
+    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
+host = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(host)
+_input = host.load_role_python("filter_plugins", "uwsgi_input")
+_where = _input._where
+
+
+# Directories that are never the role's own, whatever a tmpfiles.d line says.
+SYSTEM_DIRS = {
+    "/", "/bin", "/boot", "/dev", "/dev/shm", "/etc", "/home", "/lib", "/media", "/mnt", "/opt", "/proc",
+    "/root", "/run", "/run/lock", "/run/user", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local",
+    "/var", "/var/cache", "/var/lib", "/var/log", "/var/run", "/var/spool", "/var/tmp", "/var/www",
+}
+SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
+
+
+# Where a changed set of packages is installed and tried before the serving
+# apps' virtualenv takes it (a new virtualenv per venv, root's own).
+STAGE_DIR = "/var/lib/uwsgi-role/staged-venvs"
+
+
+def uwsgi_venv_plan(apps, probe, pin):
+    """What each virtualenv needs before its apps start: uWSGI built at the
+    pinned version (and with PCRE, for internal routing), and the apps'
+    packages and requirements installed when they differ from what the role
+    last installed there (a digest kept in the venv). Apps sharing a venv share
+    its dependencies; each of them reloads when they change.
+
+    A changed set for a virtualenv that apps already run from is staged:
+    installed into a new virtualenv aside (`stage`), where the trial (when
+    on) imports the apps from it; the serving venv takes exactly what was
+    staged (pip freeze of the stage) only once the trial has passed, and
+    keeps what it had for the rollback. A first install goes straight into
+    the venv (nothing serves from it yet)."""
+    seen = probe.get("venvs") or {}
+    hashes = probe.get("requirements") or {}
+    build, deps = [], []
+    by_venv = {}
+    for app in apps:
+        if app.get("state", "present") == "present" and app.get("uwsgi_venv"):
+            by_venv.setdefault(app["uwsgi_venv"], []).append(app)
+    for venv in sorted(by_venv):
+        found = seen.get(venv) or {}
+        # previous: the version its apps run now, put back when the new one fails its trial.
+        if found.get("uwsgi") != str(pin):
+            build.append({"venv": venv, "force": False, "previous": found.get("uwsgi")})
+        elif not found.get("pcre"):
+            build.append({"venv": venv, "force": True, "previous": None})
+        members = by_venv[venv]
+        packages = sorted({p for app in members for p in app.get("packages") or []})
+        requirements = sorted({app["requirements"] for app in members if app.get("requirements")})
+        if not packages and not requirements:
+            continue
+        digest_input = json.dumps({"packages": packages,
+                                   "requirements": {path: hashes.get(path) for path in requirements}}, sort_keys=True)
+        digest = "sha256:" + hashlib.sha256(digest_input.encode()).hexdigest()
+        if found.get("deps") != digest:
+            programs = probe.get("supervisor", {}).get("programs", {})
+            serving = found.get("exists") and any(app["name"] in programs for app in members)
+            stage = None
+            if serving:
+                stage = "%s/%s" % (STAGE_DIR, hashlib.sha256(venv.encode()).hexdigest()[:16])
+            deps.append({"venv": venv, "packages": packages, "requirements": requirements, "digest": digest,
+                         "apps": [app["name"] for app in members],
+                         "missing": [path for path in requirements if hashes.get(path) is None],
+                         "stage": stage, "target": stage or venv,
+                         "system_site_packages": bool(found.get("system_site_packages"))})
+    return {"build": build, "deps": deps}
+
+
+def _writable(info, user, group):
+    """Whether a process of `user` (uid, groups) with primary group `group` may
+    create files in a directory described by `info` (a probe dir entry)."""
+    if user.get("uid") == 0:
+        return True
+    mode = int(info["mode"], 8)
+    if info["uid"] == user.get("uid"):
+        return mode & 0o300 == 0o300
+    if info["gid"] == group.get("gid") or info["gid"] in user.get("groups", []):
+        return mode & 0o030 == 0o030
+    return mode & 0o003 == 0o003
+
+
+def _role_dir(path, probe):
+    return path in probe.get("tmpfiles_dirs", []) and path not in SYSTEM_DIRS and path.count("/") >= 2
+
+
+def _holders(app, probe, removing):
+    """Who listens on the app's socket now, other than the app itself and the
+    programs this run removes: a list of phrases naming them."""
+    key = host.socket_key(app["socket"])
+    programs = probe.get("supervisor", {}).get("programs", {})
+    managed = probe.get("managed", {})
+    found = []
+    for listener in probe.get("listeners", []):
+        if host.listener_key(listener) != key:
+            continue
+        owners = listener.get("programs") or []
+        if not owners and listener.get("processes"):
+            # ss named the processes and none is a Supervisor program's.
+            found.append(", ".join("process %s (pid %d)" % (n, pid) for n, pid in listener["processes"]))
+            continue
+        if not owners:
+            # Supervisor names no pid for a program that is STARTING (a master
+            # still loading its app, or crash-looping): its ini's socket is its own.
+            owners = [name for name, rec in managed.items()
+                      if key in [host.socket_key(s) for s in rec.get("sockets", [])]
+                      and programs.get(name, {}).get("state") in ("RUNNING", "STARTING", "BACKOFF", "STOPPING")]
+        if app["name"] in owners:
+            continue
+        others = [name for name in owners if name not in removing]
+        if others:
+            for name in others:
+                what = "a program this role manages" if name in managed else "a Supervisor program"
+                found.append('Supervisor program "%s" (%s, %s)' % (
+                    name, what, programs.get(name, {}).get("line", "state unknown")))
+        elif owners:
+            continue
+        elif programs.get(app["name"], {}).get("state") != "RUNNING":
+            found.append("a process that ss cannot name")
+    return found
+
+
+# Options that put more directories on Python's path: with one of them, where
+# the app's module comes from cannot be known before uWSGI starts.
+PYTHON_PATH_OPTIONS = {"pythonpath", "python-path", "pp", "wsgi-file", "file", "mount", "eval", "pymodule-alias",
+                       "import", "pyimport", "python-import", "shared-import", "shared-pyimport", "spooler-import"}
+# Where a module installed for the system's Python (Debian's or pip's) lives.
+SYSTEM_PYTHON_DIRS = ("/usr/lib/python3/dist-packages", "/usr/local/lib/python3*/dist-packages", "/usr/lib/python3.*")
+
+
+def _module_globs(app, settings):
+    """Where the app's module can be, as globs, or None when that cannot be
+    known before uWSGI starts (no chdir, packages the run installs, an option
+    that adds to Python's path)."""
+    options = {str(k).replace("_", "-") for k in app.get("options") or {}}
+    if not app.get("chdir") or not app.get("module") or options & PYTHON_PATH_OPTIONS:
+        return None
+    if app.get("packages") or app.get("requirements"):
+        return None
+    top = app["module"].split(":", 1)[0].split(".", 1)[0].strip()
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", top):
+        return None
+    dirs = [app["chdir"].rstrip("/") or "/"]
+    venvs = [v for v in (app.get("virtualenv"), app.get("uwsgi_venv")) if v]
+    dirs += ["%s/lib/python3*/site-packages" % v.rstrip("/") for v in venvs]
+    # A venv without the system's packages imports none of them; the shared
+    # pip venv and apt's uWSGI do.
+    if not app.get("virtualenv") or settings.get("install_method") == "apt":
+        dirs += list(SYSTEM_PYTHON_DIRS)
+    return ["%s/%s%s" % (d, top, suffix) for d in dirs for suffix in (".py", "/", ".*.so", ".so", ".pyc")]
+
+
+def uwsgi_path_checks(apps, settings):
+    """The paths the preflight asks the probe about (globs; a trailing / is a
+    directory): each app's chdir, an apt-mode virtualenv, and where its
+    module's file can be."""
+    paths = set()
+    for app in apps:
+        if app.get("state", "present") != "present":
+            continue
+        if app.get("chdir"):
+            paths.add(app["chdir"].rstrip("/") + "/")
+        if app.get("virtualenv") and settings.get("install_method") != "pip":
+            paths.add(app["virtualenv"].rstrip("/") + "/")
+        paths.update(_module_globs(app, settings) or [])
+    return sorted(paths)
+
+
+def _path_errors(where, app, found, settings):
+    """What the cheap checks find missing for one app (found: glob -> bool)."""
+    errors = []
+    if app.get("chdir") and found.get(app["chdir"].rstrip("/") + "/") is False:
+        errors.append("%s: chdir %s is not a directory on this host; put the app there first, or fix chdir."
+                      % (where, app["chdir"]))
+        return errors
+    if app.get("virtualenv") and settings.get("install_method") != "pip" \
+            and found.get(app["virtualenv"].rstrip("/") + "/") is False:
+        errors.append("%s: virtualenv %s is not a directory on this host; create it first (python3 -m venv), or fix "
+                      "virtualenv (with uwsgi_install_method: pip the role creates it)." % (where, app["virtualenv"]))
+    globs = _module_globs(app, settings)
+    if globs and all(g in found for g in globs) and not any(found[g] for g in globs):
+        top = app["module"].split(":", 1)[0].split(".", 1)[0]
+        errors.append("%s: module %s: there is no %s.py nor package %s/ in chdir %s%s; fix module or chdir, or put "
+                      "the code there first." % (where, app["module"], top, top, app["chdir"],
+                                                 ", its virtualenv or the system's Python" if len(globs) > 5 else ""))
+    return errors
+
+
+def uwsgi_host_plan(apps, probe, settings):
+    """What this run does on the host, decided from the probe: errors found
+    before any change, warnings, directories, tmpfiles entries, what to remove,
+    and the identities the rollback restores."""
+    errors, warnings = [], []
+    managed = probe.get("managed", {})
+    listed = {app["name"] for app in apps}
+    present = [app for app in apps if app["state"] == "present"]
+    unlisted = sorted(set(managed) - listed)
+    policy = settings.get("unlisted_apps", "warn")
+
+    removing = {app["name"] for app in apps if app["state"] == "absent"}
+    if unlisted and policy == "remove":
+        removing.update(unlisted)
+    elif unlisted and policy == "fail":
+        errors.append("programs managed by this role are not listed in uwsgi_apps: %s. List each (state: absent "
+                      "removes it), or set uwsgi_unlisted_apps: warn to keep them, or remove to remove them."
+                      % ", ".join(unlisted))
+    elif unlisted:
+        warnings.append("programs managed by this role are not listed in uwsgi_apps and keep running as they are: "
+                        "%s. List each (state: absent removes it), or set uwsgi_unlisted_apps: remove."
+                        % ", ".join(unlisted))
+    kept = [name for name in unlisted if name not in removing]
+
+    users, groups = probe.get("users", {}), probe.get("groups", {})
+    dirs_info = probe.get("dirs", {})
+    role_dirs = {}
+    for index, app in enumerate(apps):
+        if app["state"] != "present":
+            continue
+        where = _where(index, app)
+        user, group = users.get(app["uid"], {}), groups.get(app["gid"], {})
+        if not user.get("exists"):
+            errors.append("%s: user %s does not exist on this host; create it first (ansible.builtin.user) or set "
+                          "uid to an existing user." % (where, app["uid"]))
+        if not group.get("exists"):
+            errors.append("%s: group %s does not exist on this host; create it first (ansible.builtin.group) or set "
+                          "gid to an existing group." % (where, app["gid"]))
+        errors += _path_errors(where, app, probe.get("paths") or {}, settings)
+        if not settings.get("allow_root"):
+            if user.get("exists") and user.get("uid") == 0 and app["uid"] not in ("root", "0"):
+                errors.append("%s: user %s has uid 0 on this host: it is root under another name; use an "
+                              "unprivileged user, or set uwsgi_allow_root: true if you really mean it."
+                              % (where, app["uid"]))
+            if group.get("exists") and group.get("gid") == 0:
+                errors.append("%s: group %s has gid 0 on this host (root's group); use an unprivileged group, or "
+                              "set uwsgi_allow_root: true if you really mean it." % (where, app["gid"]))
+        venv = (probe.get("venvs") or {}).get(app.get("uwsgi_venv")) or {}
+        if venv.get("writable_by"):
+            errors.append("%s: virtualenv %s can be changed by someone other than root: %s. The role runs its pip "
+                          "and builds uWSGI there as root, so it must be root's alone (chown -R root:root and no "
+                          "group or other write, on it and the directories above it), or choose another "
+                          "virtualenv." % (where, app["uwsgi_venv"], venv["writable_by"]))
+        requirements = (probe.get("requirements_writable_by") or {}).get(app.get("requirements"))
+        if requirements:
+            errors.append("%s: requirements file %s can be changed by someone other than root: %s. Root's pip reads "
+                          "it, so it must be root's alone (and the directories above it), or copy it somewhere that "
+                          "is." % (where, app["requirements"], requirements))
+        foreign = probe.get("foreign_programs") or {}
+        if app["name"] in foreign and app["name"] not in managed:
+            errors.append("%s: Supervisor already has a program %s that this role did not write (%s); the role "
+                          "never takes over or restarts a program it does not own. Give the app another name, or "
+                          "remove that program first." % (where, app["name"], foreign[app["name"]]))
+        for holder in _holders(app, probe, removing):
+            errors.append("%s: socket %s is already held by %s; stop or remove it first (for a program this "
+                          "role manages, list it with state: absent or set uwsgi_unlisted_apps: remove), or give "
+                          "this app another socket."
+                          % (where, app["socket"], holder))
+        if app["socket_kind"] != "unix":
+            continue
+        if len(app["socket"].encode()) > 102:
+            errors.append("%s: socket path %s is %d bytes long; uWSGI and the kernel take at most 102; use a "
+                          "shorter path." % (where, app["socket"], len(app["socket"].encode())))
+        path = app["socket_dir"]
+        info = dirs_info.get(path, {})
+        if info.get("exists") and not _role_dir(path, probe):
+            if not info.get("is_dir"):
+                errors.append("%s: %s, the directory of socket %s, is not a directory." % (where, path, app["socket"]))
+            elif user.get("exists") and group.get("exists") and not _writable(info, user, group):
+                errors.append("%s: user %s (group %s) cannot create socket %s: %s is %s:%s %s and was not created by "
+                              "this role, which leaves its owner and mode as they are. Give the app write access "
+                              "there, or put the socket in a directory the role creates (such as %s/%s.sock)."
+                              % (where, app["uid"], app["gid"], app["socket"], path, info["owner"], info["group"],
+                                 info["mode"], settings["socket_dir"], app["name"]))
+            continue
+        if not info.get("exists") and path in SYSTEM_DIRS | {"/"}:
+            errors.append("%s: %s is a system directory; put the socket in a directory of its own." % (where, path))
+            continue
+        if not info.get("exists") and not info.get("parent_exists", True):
+            errors.append("%s: the parent of %s does not exist; the role creates only the socket's own directory."
+                          % (where, path))
+            continue
+        if path in role_dirs and role_dirs[path]["group"] != app["gid"]:
+            errors.append("%s: socket directory %s is shared with app %s of group %s; apps that share a directory "
+                          "the role creates must share gid, or use separate directories."
+                          % (where, path, role_dirs[path]["app"], role_dirs[path]["group"]))
+            continue
+        role_dirs.setdefault(path, {"path": path, "group": app["gid"], "app": app["name"],
+                                    "exists": bool(info.get("exists")),
+                                    "previous_group": info.get("group") if info.get("exists") else None})
+
+    # Directories of managed apps that stay loaded but unlisted keep their entry.
+    for name in kept:
+        for sock in managed[name].get("sockets", []):
+            path = posixpath.dirname(sock) if sock.startswith("/") else None
+            if path and path not in role_dirs and _role_dir(path, probe):
+                info = dirs_info.get(path, {})
+                role_dirs[path] = {"path": path, "group": info.get("group") or managed[name].get("group")
+                                   or settings["group"], "app": name, "exists": bool(info.get("exists")),
+                                   "previous_group": info.get("group")}
+
+    in_use = {host.socket_key(app["socket"]) for app in present}
+    in_use.update(host.socket_key(s) for name in kept for s in managed[name].get("sockets", []))
+    removals = []
+    for name in sorted(removing):
+        record = managed.get(name, {})
+        sockets = [s for s in record.get("sockets", []) if s.startswith("/") and host.socket_key(s) not in in_use]
+        removals.append({
+            "name": name,
+            "loaded": name in probe.get("supervisor", {}).get("programs", {}),
+            "program_file": record.get("program_file") or "%s/%s.conf" % (settings["supervisor_conf_dir"], name),
+            "files": ["%s/%s.ini" % (settings["config_dir"], name), "%s/%s.env.ini" % (settings["config_dir"], name)]
+                     + sockets
+                     + ["%s/%s.log" % (settings["log_dir"], name)]
+                     + ["%s/%s.log.%d" % (settings["log_dir"], name, n) for n in range(1, 6)],
+        })
+    needed = set(role_dirs)
+    stale_dirs = sorted(d for d in probe.get("tmpfiles_dirs", []) if d not in needed and _role_dir(d, probe))
+    previous = {name: {"user": rec.get("user"), "group": rec.get("group") or rec.get("ini_group"),
+                       "ini_group": rec.get("ini_group")} for name, rec in managed.items()}
+    return {
+        "errors": errors,
+        "warnings": warnings,
+        "dirs": [role_dirs[p] for p in sorted(role_dirs)],
+        "stale_dirs": stale_dirs,
+        "removals": removals,
+        "unlisted": unlisted,
+        "kept": kept,
+        # Unlisted apps that keep running, with the socket their ini binds (the sampler watches them too).
+        "kept_apps": [{"name": name, "socket": (managed[name].get("sockets") or [None])[0]} for name in kept
+                      if (managed[name].get("sockets") or [None])[0]],
+        "previous": previous,
+        "empty": not present and not kept,
+    }
+
+
+def _sysctl_entries(settings, keys):
+    """(order, path, key, value) of the settings in effect at boot: a file name
+    in a stronger directory masks the same name in later ones; /etc/sysctl.conf
+    is read last."""
+    entries, strongest = [], {}
+    for setting in settings or []:
+        path, key, value = setting["path"], setting["key"], setting["value"]
+        if key not in keys:
+            continue
+        directory, _, name = path.rpartition("/")
+        if path == "/etc/sysctl.conf":
+            entries.append(("\uffff", None, path, key, value))
+        elif directory in SYSCTL_DIRS and name.endswith(".conf"):
+            # systemd-sysctl reads only *.conf there (not a .conf.dpkg-old, a .conf~).
+            rank = SYSCTL_DIRS.index(directory)
+            strongest[name] = min(rank, strongest.get(name, rank))
+            entries.append((name, rank, path, key, value))
+    return [(order, path, key, value) for order, rank, path, key, value in entries
+            if rank is None or rank == strongest[order]]
+
+
+def _int(value):
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
+def uwsgi_sysctl_targets(wanted, probe, our_file, explicit, allow_lower):
+    """The value to persist and apply for each kernel limit: what the apps need,
+    but never below the live value nor below what the host's other sysctl files
+    persist (unless an explicit value is allowed to lower it). With a line that
+    says what happened to each, and the keys whose live or persisted value
+    differs from their target (pending: the only ones the run writes)."""
+    our_name = our_file.rsplit("/", 1)[-1]
+    entries = _sysctl_entries(probe.get("sysctl_settings", []), wanted)
+    targets, notes = {}, []
+    for key, want in wanted.items():
+        want = int(want)
+        live = probe.get("sysctl_live", {}).get(key)
+        others = [(path, _int(value)) for order, path, k, value in entries
+                  if k == key and path != our_file and order <= our_name and _int(value) is not None]
+        floor_from = [("live", live)] if live is not None else []
+        floor_from += others
+        floor = max([v for _, v in floor_from] + [0])
+        if want >= floor:
+            targets[key] = want
+            notes.append("%s = %d, as the apps need (%s)" % (
+                key, want, "already live" if live == want else "raised from %s" % live))
+        elif allow_lower and key in explicit:
+            targets[key] = want
+            notes.append("%s = %d: LOWERED from %d as uwsgi_sysctl_allow_lower allows (%s)"
+                         % (key, want, floor, ", ".join("%s %s" % (w, v) for w, v in floor_from)))
+        else:
+            targets[key] = floor
+            notes.append("%s = %d kept: the host already has more than the %d the apps need (%s); the role never "
+                         "lowers it" % (key, floor, want, ", ".join("%s %s" % (w, v) for w, v in floor_from)))
+    ours = {}
+    for setting in probe.get("sysctl_settings", []):
+        if setting["path"] == our_file:
+            ours.setdefault(setting["key"], []).append(_int(setting["value"]))
+    pending = [key for key, target in targets.items()
+               if probe.get("sysctl_live", {}).get(key) != target or ours.get(key) != [target]]
+    return {"values": targets, "notes": notes, "pending": pending}
+
+
+def uwsgi_sysctl_overrides(settings, our_file, wanted):
+    """Settings that would win over ours at the next boot with a lower value.
+
+    settings: the probe's sysctl_settings ({path, key, value}). Files apply in
+    file-name order, whatever their directory, and /etc/sysctl.conf last; so a
+    file whose name sorts after ours, or /etc/sysctl.conf, wins. A file name in
+    a stronger directory masks the same name in later ones.
+    """
+    our_name = our_file.rsplit("/", 1)[-1]
+    wanted = {key: int(value) for key, value in wanted.items()}
+    overrides = []
+    for order, path, key, value in _sysctl_entries(settings, wanted):
+        if path == our_file or order <= our_name:
+            continue
+        value_int = _int(value)
+        if value_int is None or value_int < wanted[key]:
+            overrides.append({"file": path, "key": key, "value": value, "wanted": wanted[key]})
+    return overrides
+
+
+def uwsgi_preflight_errors(plan, probe, ctx):
+    """Everything the host rules out, before any change, each saying what to
+    do: a read-only /proc/sys, a live limit managed elsewhere below the
+    largest listen, a later sysctl file that would win at boot, and the host
+    plan's errors (users, groups, sockets held, directories).
+
+    ctx: host, target (host, container or image), install_packages,
+    manage_sysctl, somaxconn (the target), listen_max, sysctl_file, sysctls
+    (the limits the run persists)."""
+    errors = []
+    target = ctx.get("target", "host")
+    if target == "host" and ctx.get("install_packages") and probe.get("systemd") is False:
+        errors.append(
+            "no systemd runs on %s, so nothing would keep Supervisor running. Nothing was changed. In a container "
+            "without systemd set uwsgi_target: container (the role starts supervisord when it does not run; the "
+            "container's command should be supervisord -n); while building an image, uwsgi_target: image. Either "
+            "way set uwsgi_manage_sysctl: false and give the container its sysctls where it is created."
+            % ctx["host"])
+    if ctx["manage_sysctl"]:
+        if not probe.get("proc_sys_writable"):
+            errors.append(
+                "/proc/sys is read-only on %s (an unprivileged container?), so net.core.somaxconn cannot be raised "
+                "to %s from inside. Nothing was changed. Either set it where the container is created (docker run "
+                "--sysctl net.core.somaxconn=%s; docker-compose: sysctls: {net.core.somaxconn: %s}) and set "
+                "uwsgi_manage_sysctl: false, or give the container a writable /proc/sys."
+                % (ctx["host"], ctx["somaxconn"], ctx["somaxconn"], ctx["somaxconn"]))
+        overrides = uwsgi_sysctl_overrides(probe.get("sysctl_settings", []), ctx["sysctl_file"], ctx["sysctls"])
+        persisted = ctx.get("persisted") or {}
+        if overrides:
+            errors.append(
+                "".join("%s sets %s = %s, below the %s the apps need (this role persists %s in %s); it is read later, "
+                        "so it would win at the next boot and uWSGI would refuse to start. "
+                        % (o["file"], o["key"], o["value"], o["wanted"], persisted.get(o["key"], o["wanted"]),
+                           ctx["sysctl_file"])
+                        for o in overrides)
+                + "Remove or raise those settings, or give uwsgi_sysctl_file a name that sorts after them.")
+    elif target != "image":
+        # An image's containers get their sysctls when they are created, not
+        # from the build: an image build does not check them.
+        live = _int((probe.get("sysctl_live") or {}).get("net.core.somaxconn"))
+        if live is None or live < int(ctx["listen_max"]):
+            errors.append(
+                "uwsgi_manage_sysctl is false and the live net.core.somaxconn on %s is %s, below the largest listen "
+                "(%s): uWSGI would refuse to start. Nothing was changed. Raise it where it is managed (a container: "
+                "docker run --sysctl net.core.somaxconn=%s, compose sysctls: {net.core.somaxconn: %s}, Kubernetes "
+                "securityContext.sysctls) or lower the listen."
+                % (ctx["host"], live, ctx["listen_max"], ctx["listen_max"], ctx["listen_max"]))
+    for deps in (ctx.get("venv_plan") or {}).get("deps", []):
+        for path in deps.get("missing", []):
+            errors.append("requirements file %s of %s does not exist on %s: create it before the run, or fix "
+                          "requirements." % (path, ", ".join(deps["apps"]), ctx["host"]))
+    return errors + list(plan.get("errors", []))
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "uwsgi_host_plan": uwsgi_host_plan,
+            "uwsgi_sysctl_overrides": uwsgi_sysctl_overrides,
+            "uwsgi_sysctl_targets": uwsgi_sysctl_targets,
+            "uwsgi_path_checks": uwsgi_path_checks,
+            "uwsgi_preflight_errors": uwsgi_preflight_errors,
+            "uwsgi_venv_plan": uwsgi_venv_plan,
+            "uwsgi_socket_key": host.socket_key,
+        }

@@ -1,0 +1,341 @@
+"""The role's input stage: each app with its defaults filled in, and every
+rule across variables that the argument specs cannot express, each error
+saying what to change. Pure functions of the role's variables."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import posixpath
+import re
+
+DOCUMENTATION = ""
+
+_spec = importlib.util.spec_from_file_location(
+    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
+host = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(host)
+
+
+# Keys of uwsgi.ini the role writes itself from its own variables: given in
+# `options`, they would silently win over (or fight with) the role's value.
+RESERVED_OPTIONS = {
+    "socket": "socket", "uwsgi-socket": "socket", "http-socket": "socket and protocol: http",
+    "https-socket": "socket", "shared-socket": "socket", "chmod-socket": "chmod_socket",
+    "chown-socket": "uid and gid", "uid": "uid", "gid": "gid", "listen": "listen",
+    "processes": "processes", "workers": "processes", "threads": "threads",
+    "enable-threads": "threads", "master": "(always on)", "plugin": "uwsgi_plugins",
+    "plugins": "uwsgi_plugins", "strict": "(always on)", "need-app": "(always on)",
+    "vacuum": "(always on)", "die-on-term": "(a stop lets requests finish)", "home": "virtualenv",
+    "virtualenv": "virtualenv", "venv": "virtualenv", "pyhome": "virtualenv", "chdir": "chdir",
+    "module": "module", "wsgi": "module", "env": "environment", "daemonize": "(Supervisor runs the app)",
+    "daemonize2": "(Supervisor runs the app)", "logto": "(Supervisor keeps the log)",
+    "logto2": "(Supervisor keeps the log)", "ini": "(the role writes the app's ini files)",
+}
+APP_LOADERS = {"wsgi-file", "mount", "file", "eval", "callable"}
+# Options that bind a socket or a port of their own: only the app's `socket`
+# (with `protocol`) may, so that the role can keep two apps, and programs it
+# does not own, off one socket path or port.
+SOCKET_OPTIONS = {"http", "https", "http2", "shared-socket", "zerg", "zerg-server", "stats", "stats-server",
+                  "master-fifo", "emperor", "fastrouter", "rawrouter", "sslrouter", "forkpty-router", "tuntap-router",
+                  "http-socket", "https-socket", "uwsgi-socket", "socket"}
+SOCKET_OPTION_PREFIXES = ("fastrouter", "rawrouter", "sslrouter", "corerouter", "legion", "subscription-server")
+# Names Supervisor or supervisorctl give a meaning of their own: `all` is every
+# program to supervisorctl, and supervisord's own log is supervisord.log.
+RESERVED_NAMES = {"all", "supervisord", "supervisor", "supervisorctl"}
+# The longest suffix the role adds to an app's name in one file name: a
+# backup of its environment file (".env.ini." + pid + "." + time + "~"), and
+# the temporary file its atomic write makes.
+LONGEST_SUFFIX = len(".env.ini.4194304.2026-12-01@23:59:59~")
+NAME_MAX = 255
+
+
+def _pick(value, default):
+    return default if value is None or value == "" else value
+
+
+def uwsgi_normalize(apps, settings):
+    """Each app with every key filled in from the role's defaults (`settings`:
+    the role's uwsgi_* variables without the prefix)."""
+    out = []
+    for app in apps or []:
+        name = str(app.get("name"))
+        socket = str(_pick(app.get("socket"), "%s/%s.sock" % (settings["socket_dir"], name)))
+        venv = _pick(app.get("virtualenv"), None)
+        pip = settings.get("install_method") == "pip"
+        uwsgi_venv = _pick(venv, settings.get("pip_virtualenv")) if pip else None
+        out.append({
+            "name": name,
+            "state": _pick(app.get("state"), "present"),
+            "module": _pick(app.get("module"), None),
+            "chdir": _pick(app.get("chdir"), None),
+            "virtualenv": venv,
+            "socket": socket,
+            "socket_kind": "unix" if socket.startswith("/") else "tcp",
+            "socket_dir": posixpath.dirname(socket) if socket.startswith("/") else None,
+            "protocol": _pick(app.get("protocol"), "uwsgi"),
+            "processes": int(_pick(app.get("processes"), settings["processes"])),
+            "threads": int(_pick(app.get("threads"), settings["threads"])),
+            "listen": int(_pick(app.get("listen"), settings["listen"])),
+            "uid": str(_pick(app.get("uid"), settings["user"])),
+            "gid": str(_pick(app.get("gid"), settings["group"])),
+            "chmod_socket": str(_pick(app.get("chmod_socket"), settings["chmod_socket"])),
+            "startsecs": int(_pick(app.get("startsecs"), settings["startsecs"])),
+            "ready_timeout": int(_pick(app.get("ready_timeout"), settings.get("ready_timeout", 60))),
+            "check_path": _pick(app.get("check_path"), None),
+            "packages": [str(p) for p in app.get("packages") or []] if isinstance(app.get("packages"), list)
+            else app.get("packages") or [],
+            "requirements": _pick(app.get("requirements"), None),
+            "options": app.get("options") or {},
+            "environment": app.get("environment") or {},
+            "uwsgi_venv": uwsgi_venv,
+            "binary": (uwsgi_venv + "/bin/uwsgi") if pip else settings["binary"],
+        })
+    return out
+
+
+def uwsgi_public(apps):
+    """The apps as loops may print them: environment values replaced by their keys."""
+    return [dict(app, environment=sorted(app.get("environment") or {})) for app in apps]
+
+
+def _where(index, app):
+    return "uwsgi_apps[%d] (%s)" % (index, app["name"])
+
+
+def _one_line(value):
+    return isinstance(value, str) and "\n" not in value and "\r" not in value and "\0" not in value
+
+
+# uWSGI reads an ini value through magic of its own: at file read `%X` is a
+# magic variable (`%%` a literal %), then `$(VAR)` takes an environment
+# variable, `@(FILE)` a file's content and `%(NAME)` another option's value;
+# the ini parser strips blanks around a value. uwsgi_ini_escape writes a value
+# so that uWSGI reads it back byte for byte, with the placeholders the role
+# defines in every ini it writes (INI_PLACEHOLDERS).
+INI_PLACEHOLDERS = {"uwsgi_role_dollar": "$", "uwsgi_role_at": "@", "uwsgi_role_empty": ""}
+# Options every ini the role writes may set: a `%(NAME)` of one of these is
+# always replaced by uWSGI, so a value holding it cannot be carried.
+ROLE_INI_KEYS = {
+    "plugins", "strict", "master", "processes", "threads", "enable-threads", "socket", "http-socket", "listen",
+    "chmod-socket", "chdir", "home", "module", "vacuum", "hook-master-start", "need-app", "ini", "env",
+    "set-placeholder",
+} | set(INI_PLACEHOLDERS)
+_PLACEHOLDER_REF = re.compile(r"%\(([^)]*)\)")
+
+
+def uwsgi_ini_escape(value):
+    """`value` as uwsgi.ini must hold it for uWSGI to read it back exactly."""
+    out = str(value).replace("%", "%%").replace("$(", "%(uwsgi_role_dollar)(").replace("@(", "%(uwsgi_role_at)(")
+    if out[:1] in (" ", "\t"):
+        out = "%(uwsgi_role_empty)" + out
+    if out[-1:] in (" ", "\t"):
+        out += "%(uwsgi_role_empty)"
+    return out
+
+
+def _uncarried(value, names):
+    """Why uWSGI cannot receive `value` exactly through an ini line, or None."""
+    value = str(value)
+    for char, what in (("\n", "a line break"), ("\r", "a carriage return"), ("\0", "a NUL")):
+        if char in value:
+            return "holds %s (%r), which no uwsgi.ini line can carry" % (what, char)
+    for match in _PLACEHOLDER_REF.finditer(value):
+        name = match.group(1)
+        if name in names or " " in name or "(" in name:
+            return ("holds %r, which uWSGI always replaces (with the value of option %s, or a sum of them) and "
+                    "which no escape keeps" % (match.group(0), name))
+    return None
+
+
+# A pip requirement as one token: a project name, extras, a version specifier
+# or a direct reference; never an option (-e, --index-url) and never blanks.
+_PIP_REQUIREMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?([<>=!~]=?[A-Za-z0-9.*+!_-]+(,[<>=!~]=?[A-Za-z0-9.*+!_-]+)*"
+                              r"|\s*@\s*[A-Za-z0-9+.:/_%?=&#-]+)?$")
+
+
+def _dependency_errors(where, app, settings):
+    """What is wrong with an app's `packages` and `requirements`."""
+    errors = []
+    packages, requirements = app.get("packages") or [], app.get("requirements")
+    if not packages and not requirements:
+        return errors
+    if settings.get("install_method") != "pip":
+        errors.append("%s: packages and requirements are installed into the app's virtualenv, which only "
+                      "uwsgi_install_method: pip builds; with apt, install the app's dependencies with Debian's "
+                      "packages (python3-...) or set uwsgi_install_method: pip." % where)
+        return errors
+    if not app.get("virtualenv"):
+        errors.append("%s: packages and requirements need the app's own virtualenv (set virtualenv), so they never "
+                      "change uwsgi_pip_virtualenv, which other apps share." % where)
+    if not isinstance(packages, list):
+        errors.append("%s: packages must be a list of pip requirements such as flask==3.0.3." % where)
+    else:
+        for package in packages:
+            if not _PIP_REQUIREMENT.match(str(package)):
+                errors.append("%s: packages entry %r is not one pip requirement (a name with an optional version "
+                              "such as flask==3.0.3, no options and no blanks)." % (where, str(package)[:80]))
+    if requirements is not None and not re.match(r"^/[A-Za-z0-9._/+@-]+$", str(requirements)):
+        errors.append("%s: requirements %r must be the absolute path of a requirements file on the host (letters, "
+                      "digits and . _ - / + @)." % (where, str(requirements)[:120]))
+    return errors
+
+
+def uwsgi_input_errors(apps, settings, sysctls):
+    """Every input error the argument specs cannot express, each saying what to change.
+
+    sysctls: the kernel limits the run persists (net.core.somaxconn, ...)."""
+    errors = []
+    somaxconn = int(sysctls["net.core.somaxconn"])
+    syn = int(sysctls["net.ipv4.tcp_max_syn_backlog"])
+    if somaxconn > 65535 and settings.get("somaxconn_explicit", True):
+        errors.append("uwsgi_somaxconn (%d) is above 65535: set uwsgi_somaxconn to 65535 or less." % somaxconn)
+    # Unset, it is derived from the largest listen, whose own rule names the app.
+    if syn < 1:
+        errors.append("uwsgi_tcp_max_syn_backlog (%d) must be at least 1." % syn)
+    target = settings.get("target", "host")
+    if target != "host" and settings.get("manage_sysctl"):
+        errors.append("uwsgi_target is %s, and a container's net.core.somaxconn is set where the container is created "
+                      "(docker run --sysctl, compose sysctls:, Kubernetes securityContext.sysctls), not from inside "
+                      "it: set uwsgi_manage_sysctl: false." % target)
+    if settings.get("install_method") == "pip" and settings.get("plugins"):
+        errors.append("uwsgi_plugins (%s) cannot be loaded by a uWSGI built by pip, which has Python built in and no "
+                      "plugin directory: leave uwsgi_plugins unset or set it to []." % ", ".join(settings["plugins"]))
+    for var in ("socket_dir", "config_dir", "supervisor_conf_dir", "log_dir"):
+        value = str(settings.get(var, "/"))
+        if not re.match(r"^/[A-Za-z0-9._/+@-]*$", value):
+            errors.append("uwsgi_%s %r must be an absolute path of letters, digits and . _ - / + @ only (it is "
+                          "written into Supervisor, uWSGI and tmpfiles.d files)." % (var, value))
+    names, sockets = set(), {}
+    for index, app in enumerate(apps):
+        where = _where(index, app)
+        if not re.match(r"^[A-Za-z0-9_-]+$", app["name"]):
+            errors.append('%s: name "%s" is used in file and program names; use letters, digits, _ and - only.'
+                          % (where, app["name"]))
+        if app["name"] in names:
+            errors.append('%s: name "%s" is used by another app; give each app its own name.' % (where, app["name"]))
+        if app["name"] == SAMPLER_PROGRAM:
+            errors.append('%s: name "%s" is the Supervisor program of the role\'s listen-queue sampler; give the app '
+                          'another name.' % (where, app["name"]))
+        elif app["name"].lower() in RESERVED_NAMES:
+            errors.append('%s: name "%s" means something of its own to Supervisor (supervisorctl takes "all" for '
+                          "every program; supervisord's own files use its name); give the app another name."
+                          % (where, app["name"]))
+        longest = len(app["name"].encode()) + LONGEST_SUFFIX
+        if longest > NAME_MAX:
+            errors.append("%s: name is %d bytes long: the longest file name the role writes for it (a backup of its "
+                          "environment file) would be %d bytes, above the %d a file name may have; use at most %d."
+                          % (where, len(app["name"].encode()), longest, NAME_MAX, NAME_MAX - LONGEST_SUFFIX))
+        names.add(app["name"])
+        if app["state"] != "present":
+            continue
+        errors.extend(_dependency_errors(where, app, settings))
+        listen = app["listen"]
+        if listen < 1 or listen > 65535:
+            errors.append("%s: listen (%d) must be between 1 and 65535." % (where, listen))
+        elif listen > somaxconn:
+            errors.append("%s: listen (%d) exceeds uwsgi_somaxconn (%d), so uWSGI would refuse to start; raise "
+                          "uwsgi_somaxconn to at least %d (or leave it unset to derive it) or lower the listen."
+                          % (where, listen, somaxconn, listen))
+        socket = app["socket"]
+        if app["socket_kind"] == "tcp":
+            port = socket.rsplit(":", 1)[-1]
+            if not re.match(r"^[^/\s]*:[0-9]{1,5}$", socket) or not 1 <= int(port or 0) <= 65535:
+                errors.append('%s: socket "%s" is neither an absolute unix socket path nor host:port with a port '
+                              "from 1 to 65535." % (where, socket))
+        elif not re.match(r"^/[A-Za-z0-9._/@+-]+$", socket) or "/../" in socket + "/" or socket.endswith("/"):
+            errors.append('%s: socket "%s" is not a plain absolute path; use letters, digits and . _ - / @ + only.'
+                          % (where, socket))
+        key = host.socket_key(socket)
+        if key in sockets:
+            errors.append('%s: socket "%s" is already used by app %s; give each app its own socket or port.'
+                          % (where, socket, sockets[key]))
+        sockets.setdefault(key, app["name"])
+        if app["processes"] < 1 or app["threads"] < 1:
+            errors.append("%s: processes (%d) and threads (%d) must each be at least 1."
+                          % (where, app["processes"], app["threads"]))
+        if not re.match(r"^[0-7]{3,4}$", app["chmod_socket"]):
+            errors.append('%s: chmod_socket "%s" is not an octal mode such as "660".' % (where, app["chmod_socket"]))
+        elif app["chmod_socket"][-1] in "2367" and not settings.get("allow_world_writable_socket"):
+            errors.append("%s: chmod_socket %s lets every local user write to the socket; use 660 with a group the "
+                          "web server is in, or set uwsgi_allow_world_writable_socket: true."
+                          % (where, app["chmod_socket"]))
+        for field in ("uid", "gid"):
+            if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$", app[field]):
+                errors.append('%s: %s "%s" is not a user or group name or number.' % (where, field, app[field]))
+        if app["uid"] in ("root", "0") and not settings.get("allow_root"):
+            errors.append("%s: uid %s runs the app as root; use an unprivileged user such as www-data, or set "
+                          "uwsgi_allow_root: true if you really mean it." % (where, app["uid"]))
+        options = app["options"]
+        option_keys = {str(k).replace("_", "-").lower(): k for k in options}
+        if not app["module"] and not APP_LOADERS.intersection(option_keys):
+            errors.append("%s: no app to load; set module (for example myapp:app) or an extra option wsgi-file or "
+                          "mount." % where)
+        for key, original in sorted(option_keys.items()):
+            if key not in RESERVED_OPTIONS and (key in SOCKET_OPTIONS or key.endswith("-socket")
+                                                or key.startswith(SOCKET_OPTION_PREFIXES)):
+                errors.append("%s: options.%s binds a socket or port of its own; only the app's socket (with "
+                              "protocol) may, so that no two apps and no program the role does not own share a "
+                              "socket path or port. Give this endpoint an app of its own." % (where, original))
+                continue
+            if key in RESERVED_OPTIONS:
+                instead = RESERVED_OPTIONS[key]
+                fix = ("use the app's %s instead" % instead) if not instead.startswith("(") else (
+                    "the role handles it %s" % instead)
+                errors.append("%s: options.%s is set by the role and cannot be overridden through options; %s."
+                              % (where, original, fix))
+                continue
+            values = options[original] if isinstance(options[original], list) else [options[original]]
+            for value in values:
+                if isinstance(value, (dict, list)):
+                    errors.append("%s: options.%s has a %s value, which uwsgi.ini cannot hold; give a string, a "
+                                  "number, a boolean or a list of those." % (where, original, "dict" if isinstance(value, dict) else "list"))
+                elif value is None:
+                    errors.append("%s: options.%s has no value; give one, or remove the key." % (where, original))
+                elif not _one_line(str(value)):
+                    errors.append("%s: options.%s holds a line break or NUL, which would add lines to uwsgi.ini; "
+                                  "give a single line." % (where, original))
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", str(original)):
+                errors.append('%s: options key "%s" is not a uWSGI option name.' % (where, original))
+        ini_names = ROLE_INI_KEYS | set(option_keys) | set(map(str, options))
+        for key, value in sorted((app["environment"] or {}).items()):
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
+                errors.append('%s: environment key "%s" is not a variable name (letters, digits and _).'
+                              % (where, key))
+            elif str(key).upper().startswith("UWSGI_"):
+                errors.append("%s: environment.%s: uWSGI reads UWSGI_* variables as its own options (at every "
+                              "reload); set the option in options instead." % (where, key))
+            if isinstance(value, (dict, list)) or value is None:
+                errors.append("%s: environment.%s must be a string or a number." % (where, key))
+            elif _uncarried(value, ini_names):
+                errors.append("%s: environment.%s %s; remove it from the value."
+                              % (where, key, _uncarried(value, ini_names)))
+        if app.get("check_path") is not None and not re.match(r"^/[\x21-\x7e]*$", str(app["check_path"])):
+            errors.append("%s: check_path %r must be a path starting with / without blanks." % (where, app["check_path"]))
+        if app.get("ready_timeout", 1) < 1:
+            errors.append("%s: ready_timeout (%d) must be at least 1 second." % (where, app["ready_timeout"]))
+        for field in ("module", "chdir", "virtualenv"):
+            value = app[field]
+            if value is None:
+                continue
+            if _uncarried(value, ini_names):
+                errors.append("%s: %s %s." % (where, field, _uncarried(value, ini_names)))
+            elif field != "module" and (not str(value).startswith("/") or re.search(r"\s", str(value))):
+                errors.append("%s: %s %r must be an absolute path without blanks." % (where, field, value))
+            elif field == "module" and re.search(r"\s", str(value)):
+                errors.append("%s: module %r holds blanks; give a module such as myapp:app." % (where, value))
+    return errors
+
+
+# The Supervisor program of the listen-queue sampler (files/uwsgi_sampler.py).
+SAMPLER_PROGRAM = "uwsgi-sampler"
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "uwsgi_normalize": uwsgi_normalize,
+            "uwsgi_public": uwsgi_public,
+            "uwsgi_input_errors": uwsgi_input_errors,
+            "uwsgi_ini_escape": uwsgi_ini_escape,
+        }

@@ -1,0 +1,166 @@
+"""The proof: each app's verdict after the change, the record of what it
+took, and what a rollback restores and says."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+DOCUMENTATION = ""
+
+_spec = importlib.util.spec_from_file_location(
+    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
+host = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(host)
+_state = host.load_role_python("filter_plugins", "uwsgi_state")
+_socket_in_effect = _state._socket_in_effect
+_workers = _state._workers
+uwsgi_other_children = _state.uwsgi_other_children
+uwsgi_unserved = _state.uwsgi_unserved
+
+
+def uwsgi_proof(apps, probe, users=None):
+    """Each present app's verdict after the change: RUNNING under Supervisor,
+    its listen as the backlog in effect on its socket, its app loaded when it
+    was started in this run, as many workers as `processes`, and a 2xx or 3xx
+    answer on its check_path when it names one."""
+    programs = probe.get("supervisor", {}).get("programs", {})
+    verdicts = []
+    for app in apps:
+        if app["state"] != "present":
+            continue
+        name = app["name"]
+        state = programs.get(name, {})
+        listener, wrong = _socket_in_effect(app, probe, users)
+        backlog = listener["backlog"] if listener and not wrong else None
+        problems = []
+        if state.get("state") != "RUNNING":
+            problems.append("Supervisor says %s" % state.get("line", "no such program"))
+        if wrong and listener:
+            problems.append(wrong)
+        if backlog != app["listen"] and not (wrong and listener):
+            problems.append("ss shows %s" % ("no LISTEN socket" if backlog is None else "backlog %d" % backlog))
+        ready = (probe.get("ready") or {}).get(name)
+        if ready is not None and not ready["ok"]:
+            problems.append("its app did not load: %s" % ready["why"])
+        workers = _workers(app, probe)
+        scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
+        if not problems and not scaled and workers != app["processes"]:
+            problems.append("its master has %s workers, not %d" % (workers, app["processes"]))
+        check = (probe.get("checks") or {}).get(name)
+        if check is not None and not problems and not (check["status"] and 200 <= check["status"] < 400):
+            problems.append("GET %s answered %s" % (app["check_path"], check["status"] or check["error"]))
+        ok = not problems
+        verdicts.append({
+            "name": name, "ok": ok, "listen": app["listen"], "socket": app["socket"],
+            "supervisor": state.get("line", "no such program"), "backlog": backlog,
+            "message": ("app %s: RUNNING, backlog %d on %s, %d workers%s" % (
+                name, app["listen"], app["socket"], app["processes"],
+                ", GET %s answered %s" % (app["check_path"], check["status"]) if check else "")) if ok else (
+                "app %s: expected RUNNING with a listen backlog of %d on %s and %d workers; %s"
+                % (name, app["listen"], app["socket"], app["processes"], "; ".join(problems))),
+        })
+    return verdicts
+
+
+def uwsgi_ready_item(app):
+    """What the probe needs to tell that an app started in this run has loaded."""
+    lazy = any(str(k).replace("_", "-") in ("lazy-apps", "lazy") for k in app.get("options") or {})
+    return {"name": app["name"], "timeout": app["ready_timeout"],
+            "processes": app["processes"] + uwsgi_other_children(app), "lazy": lazy}
+
+
+def uwsgi_check_request(app):
+    """The probe's request for an app's check_path."""
+    return {"name": app["name"], "socket": app["socket"], "protocol": app["protocol"], "path": app["check_path"]}
+
+
+def uwsgi_applied_record(verdicts, probe, previous=None):
+    """What each app that passed the proof has taken: its config's mtime. Apps
+    the run did not judge (unlisted ones it keeps) keep their earlier entry."""
+    managed = probe.get("managed", {})
+    record = {name: when for name, when in (previous or {}).items() if name in managed}
+    record.update({v["name"]: int(managed[v["name"]]["config_mtime"]) for v in verdicts
+                   if v["ok"] and managed.get(v["name"], {}).get("config_mtime")})
+    return dict(sorted(record.items()))
+
+
+def uwsgi_rollback_files(apps, failed, changed_files, backups, paths, previous, probe=None, changed_apps=None):
+    """For the apps that failed the proof: the files to put back from this
+    run's backups (with the owner, group and mode they had), the apps that
+    had no program before this run (their files are removed instead), and the
+    apps that were not serving before it (probe: the host then): what they
+    had never served, so it is not restored; their new files stay. `changed`:
+    the failed apps whose files or binary this run changed (changed_apps, from
+    uwsgi_changed_apps), that are restarted on what they had."""
+    changed, restore, new, unserved = set(changed_files or []), [], [], {}
+    for app in apps:
+        name = app["name"]
+        if name not in failed:
+            continue
+        program = "%s/%s.conf" % (paths["supervisor_conf_dir"], name)
+        if program in changed and program not in backups:
+            new.append(name)
+            continue
+        why = uwsgi_unserved(name, probe) if probe is not None else None
+        if why:
+            unserved[name] = why
+            continue
+        group = (previous.get(name) or {}).get("ini_group") or app["gid"]
+        user = (previous.get(name) or {}).get("user") or app["uid"]
+        for kind, path, owner, file_group, mode in (
+                ("ini", "%s/%s.ini" % (paths["config_dir"], name), "root", group, "0640"),
+                ("env", "%s/%s.env.ini" % (paths["config_dir"], name), user, "root", "0400"),
+                ("program", program, "root", "root", "0644")):
+            if path in backups:
+                restore.append({"name": name, "kind": kind, "path": path, "backup": backups[path],
+                                "owner": owner, "group": file_group, "mode": mode})
+    touched = set()
+    for key in ("programs", "inis", "envs", "binaries", "deps"):
+        touched.update((changed_apps or {}).get(key, []))
+    return {"restore": restore, "new": new, "unserved": unserved,
+            "changed": [a["name"] for a in apps if a["name"] in failed and a["name"] in touched
+                        and a["name"] not in unserved],
+            "programs": sorted({r["name"] for r in restore if r["kind"] == "program"})}
+
+
+def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir, unserved=None):
+    """One line per failed app: what the proof saw, what the rollback did and
+    the app's own log lines from this run's failed start."""
+    lines = []
+    states = status.get("supervisor", {}).get("programs", {}) if status else {}
+    for verdict in failed:
+        name = verdict["name"]
+        if name in new:
+            done = "it never ran before, so its program and ini were removed again"
+        elif name in (unserved or {}):
+            done = ("it was not serving before this run (%s), so its previous files were not restored: nothing they "
+                    "held had served. Its new files stay; fix what its log says and run again" % unserved[name])
+        elif name in restored:
+            done = "its previous ini and program file were restored and it is %s again on them" % (
+                states.get(name, {}).get("state", "UNKNOWN"))
+        else:
+            done = "its files did not change in this run, so there was nothing to restore"
+        text = logs.get(name, "")
+        # An app Supervisor started again after it gave up: show the attempt that failed.
+        cut = text.rfind("GAME OVER")
+        if cut >= 0:
+            end = text.find("\n", cut)
+            text = text[:end if end >= 0 else len(text)]
+        tail = host.log_tail(text, 15)
+        lines.append("%s; %s. Its log (%s/%s.log) during this run: %s" % (
+            verdict["message"].replace("app %s: expected" % name, "app %s failed the proof: expected" % name),
+            done, log_dir, name, " | ".join(tail) if tail else "(nothing new)"))
+    return lines
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "uwsgi_proof": uwsgi_proof,
+            "uwsgi_rollback_report": uwsgi_rollback_report,
+            "uwsgi_check_request": uwsgi_check_request,
+            "uwsgi_ready_item": uwsgi_ready_item,
+            "uwsgi_applied_record": uwsgi_applied_record,
+            "uwsgi_rollback_files": uwsgi_rollback_files,
+        }

@@ -1,0 +1,130 @@
+"""The model of an app's state: what the host runs against what its files
+say and what the role last recorded (files its master never read, a program
+or binary changed after its master started, packages never loaded, the
+socket at its path, its workers as uWSGI counts them, whether it served)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+DOCUMENTATION = ""
+
+_spec = importlib.util.spec_from_file_location(
+    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
+host = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(host)
+_host_plan = host.load_role_python("filter_plugins", "uwsgi_host_plan")
+_int = _host_plan._int
+
+
+def _count(value):
+    values = value if isinstance(value, list) else [value]
+    return len(values)
+
+
+def uwsgi_other_children(app):
+    """How many of an app's master's children are not workers, from its
+    options: mules (`mules: N`, or each `mule`), spoolers (each `spooler`
+    directory, times `spooler-processes`) and attached daemons. The probe
+    counts children; uWSGI's workers are what remains."""
+    options = {str(k).replace("_", "-").lower(): v for k, v in (app.get("options") or {}).items()}
+    extra = 0
+    if "mules" in options:
+        extra += _int(options["mules"]) or 0
+    if "mule" in options:
+        extra += _count(options["mule"])
+    if "spooler" in options:
+        extra += _count(options["spooler"]) * (_int(options.get("spooler-processes", 1)) or 1)
+    for key, value in options.items():
+        if key.startswith(("attach-daemon", "smart-attach-daemon", "attach-control-daemon")):
+            extra += _count(value)
+    return extra
+
+
+def _workers(app, probe):
+    """The app's worker count as uWSGI counts them: its master's children
+    less its mules, spoolers and attached daemons (None when unknown)."""
+    children = (probe.get("workers") or {}).get(app["name"])
+    return None if children is None else max(children - uwsgi_other_children(app), 0)
+
+
+def _socket_in_effect(app, probe, users=None):
+    user = (users if users is not None else probe.get("users") or {}).get(app["uid"]) or {}
+    return host.socket_in_effect(app["socket"], probe.get("listeners", []),
+                                 (probe.get("socket_files") or {}).get(app["socket"]), user.get("uid"))
+
+
+def _pending(name, probe):
+    """Whether an app's files changed after its master last read them (a run
+    interrupted after writing them): the role's record of its last proven
+    run, else when the master last (re)started, against the files' mtime."""
+    record = probe.get("managed", {}).get(name, {})
+    took = (probe.get("applied") or {}).get(name, record.get("started"))
+    return bool(record.get("config_mtime") and took is not None and int(record["config_mtime"]) > int(took))
+
+
+PROGRAM_MARGIN = 2.0
+
+
+def _binary_pending(name, probe):
+    """Whether the uwsgi binary an app's program runs was replaced after
+    Supervisor started its master (a package upgrade, or a run interrupted
+    after a pip build): the master still runs the old one."""
+    record = probe.get("managed", {}).get(name, {})
+    started = record.get("process_started")
+    return bool(record.get("binary_mtime") and started is not None
+                and float(record["binary_mtime"]) > float(started) + PROGRAM_MARGIN)
+
+
+def _deps_pending(app, probe):
+    """Whether the packages the role recorded in an app's virtualenv were
+    installed after its master last loaded its app (a run interrupted between
+    the install and the reload): the record's mtime against the master's last
+    banner, which a graceful reload prints again."""
+    if not (app.get("packages") or app.get("requirements")):
+        return False
+    venv = (probe.get("venvs") or {}).get(app.get("uwsgi_venv")) or {}
+    started = (probe.get("managed", {}).get(app["name"]) or {}).get("started")
+    return bool(venv.get("deps_mtime") and started is not None
+                and float(venv["deps_mtime"]) > float(started) + PROGRAM_MARGIN)
+
+
+def _program_pending(name, probe):
+    """Whether an app's Supervisor program file changed after Supervisor last
+    (re)started its master: a run interrupted after writing it (a new uid)."""
+    record = probe.get("managed", {}).get(name, {})
+    started = record.get("process_started")
+    # A process's start time from /proc is exact to about a second (the boot
+    # time is whole seconds): a file written in the second before it counts as read.
+    return bool(record.get("program_mtime") and started is not None
+                and float(record["program_mtime"]) > float(started) + PROGRAM_MARGIN)
+
+
+def uwsgi_unserved(name, probe):
+    """Why an app was not serving when `probe` read the host (None when it
+    was): not RUNNING, a master with no worker (still loading its app, or
+    crash-looping), no socket listening, or files its master never read (an
+    interrupted run left them, so they never served)."""
+    state = probe.get("supervisor", {}).get("programs", {}).get(name)
+    if not state:
+        return "it was not loaded in Supervisor"
+    if state.get("state") != "RUNNING":
+        return "Supervisor said %s" % state.get("state")
+    if (probe.get("workers") or {}).get(name) == 0:
+        return "its master had no worker (it was still loading its app, or crash-looping)"
+    sockets = (probe.get("managed", {}).get(name) or {}).get("sockets") or []
+    backlogs = host.backlogs_by_socket(probe.get("listeners", []))
+    if sockets and all(host.socket_key(s) not in backlogs for s in sockets):
+        return "no socket of its was listening"
+    if _pending(name, probe):
+        return "its files had changed after its master last read them, so they never served"
+    return None
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "uwsgi_other_children": uwsgi_other_children,
+            "uwsgi_unserved": uwsgi_unserved,
+        }
