@@ -314,9 +314,26 @@ def uwsgi_changed_apps(apps, changed_files, paths):
     }
 
 
+def uwsgi_sampler_files(settings, probe, check_mode=False):
+    """What the file plan writes for the sampler (None when it is off): its
+    textfile directory, interval, window and alert ratio; its group (left out
+    in check mode on a host where its user does not exist yet); and what the
+    textfile directory was before the role first changed it, to record.
+
+    settings: on, textfile_dir, interval, window, alert_ratio, user, record."""
+    if not settings.get("on"):
+        return None
+    user_exists = ((probe.get("users") or {}).get(settings["user"]) or {}).get("exists")
+    return {"textfile_dir": settings["textfile_dir"], "interval": settings["interval"], "window": settings["window"],
+            "alert_ratio": settings["alert_ratio"],
+            "group": settings["user"] if user_exists or not check_mode else None,
+            "before": (probe.get("dirs") or {}).get(settings["textfile_dir"]) or {}, "record": settings["record"],
+            "recorded": probe.get("textfile_record") or {}}
+
 class FilterModule:
     def filters(self):
         return {
+            "uwsgi_sampler_files": uwsgi_sampler_files,
             "uwsgi_apply_plan": uwsgi_apply_plan,
             "uwsgi_trial_plan": uwsgi_trial_plan,
             "uwsgi_trial_line": uwsgi_trial_line,

@@ -489,9 +489,38 @@ def uwsgi_preflight_errors(plan, probe, ctx):
     return errors + list(plan.get("errors", []))
 
 
+def uwsgi_host_needs(probe, ctx):
+    """What the run has to do on the host beyond the apps' files, from the
+    preflight's probe: the packages missing, whether Supervisor is up (on a
+    host its unit active and enabled; in a container supervisord running; an
+    image build starts nothing), whether install.yml has anything to do, and
+    whether remove.yml has (backups left by an interrupted run, removals,
+    directories no app uses, a sampler turned off, a host with no app left).
+
+    ctx: packages, venv_plan, target, plan (uwsgi_host_plan), sampler_on,
+    sampler_program."""
+    installed = {name for name, present in (probe.get("packages") or {}).items() if present}
+    missing = [name for name in ctx["packages"] if name not in installed]
+    service = probe.get("service") or {}
+    running = bool((probe.get("supervisor") or {}).get("running"))
+    if ctx["target"] == "host":
+        up = bool(service.get("active") and service.get("enabled"))
+    else:
+        up = running or ctx["target"] == "image"
+    venv_plan, plan = ctx.get("venv_plan") or {}, ctx.get("plan") or {}
+    programs = (probe.get("supervisor") or {}).get("programs") or {}
+    remove = bool(probe.get("backups") or plan.get("removals") or plan.get("stale_dirs")
+                  or (not plan.get("dirs") and probe.get("tmpfiles_dirs"))
+                  or (not ctx["sampler_on"] and ctx["sampler_program"] in programs)
+                  or (plan.get("empty") and probe.get("config_dir_files") is not None))
+    return {"missing_packages": missing, "supervisor_up": up,
+            "install": bool(missing or venv_plan.get("build") or venv_plan.get("deps") or not up),
+            "remove": remove}
+
 class FilterModule:
     def filters(self):
         return {
+            "uwsgi_host_needs": uwsgi_host_needs,
             "uwsgi_host_plan": uwsgi_host_plan,
             "uwsgi_sysctl_overrides": uwsgi_sysctl_overrides,
             "uwsgi_sysctl_targets": uwsgi_sysctl_targets,

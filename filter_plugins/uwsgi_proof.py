@@ -154,9 +154,18 @@ def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir, unserved
     return lines
 
 
+def uwsgi_prove_live(apps, changed_files, touched, apply, sampler_action):
+    """Whether the proof reads the host again: this run changed, started or
+    reloaded something, or an app names a check_path. Otherwise it judges
+    what the preflight's probe read at the start of the run (nothing was
+    done since)."""
+    return bool(changed_files or touched or (apply or {}).get("listen") or sampler_action
+                or any(app.get("check_path") for app in apps))
+
 class FilterModule:
     def filters(self):
         return {
+            "uwsgi_prove_live": uwsgi_prove_live,
             "uwsgi_proof": uwsgi_proof,
             "uwsgi_rollback_report": uwsgi_rollback_report,
             "uwsgi_check_request": uwsgi_check_request,

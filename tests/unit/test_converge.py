@@ -124,3 +124,41 @@ def test_a_uwsgi_binary_replaced_after_its_master_started_is_restarted_onto():
     result = f.uwsgi_apply_plan(f.uwsgi_public(apps()), NOTHING, host_state)
     assert actions(result) == {"restart": ["flaskapp"]} and "binary changed after its master started" in result["why"][0]
     assert actions(f.uwsgi_apply_plan(f.uwsgi_public(apps()), NOTHING, seen(flaskapp={"binary_mtime": 1500.0}))) == {}
+
+
+NEEDS = {"packages": ["supervisor", "uwsgi-core"], "venv_plan": {"build": [], "deps": []}, "target": "host",
+         "plan": {"removals": [], "stale_dirs": [], "dirs": [{"path": "/run/uwsgi"}], "empty": False},
+         "sampler_on": True, "sampler_program": "uwsgi-sampler"}
+
+
+def test_a_converged_host_needs_no_install_and_no_removal():
+    host_state = probe(packages={"supervisor": True, "uwsgi-core": True}, service={"active": True, "enabled": True},
+                       backups=[], config_dir_files=["flaskapp.ini"])
+    needs = f.uwsgi_host_needs(host_state, NEEDS)
+    assert needs == {"missing_packages": [], "supervisor_up": True, "install": False, "remove": False}
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"packages": {"supervisor": True, "uwsgi-core": False}}, "install"),
+    ({"service": {"active": True, "enabled": False}}, "install"),
+    ({"backups": ["/etc/uwsgi/supervisor/flaskapp.ini.1.2026~"]}, "remove"),
+])
+def test_what_the_host_lacks_or_an_interrupted_run_left_needs_a_step(change, key):
+    base = {"packages": {"supervisor": True, "uwsgi-core": True}, "service": {"active": True, "enabled": True},
+            "backups": []}
+    assert f.uwsgi_host_needs(probe(**dict(base, **change)), NEEDS)[key]
+
+
+def test_the_sampler_files_leave_its_group_out_in_check_mode_before_its_user_exists():
+    settings = {"on": True, "textfile_dir": "/var/lib/prometheus/node-exporter", "interval": 0.1, "window": 60,
+                "alert_ratio": 0.9, "user": "uwsgi-sampler", "record": "/etc/uwsgi/supervisor/.textfile-dir.json"}
+    assert f.uwsgi_sampler_files(settings, probe(), True)["group"] is None
+    assert f.uwsgi_sampler_files(settings, probe(), False)["group"] == "uwsgi-sampler"
+    assert f.uwsgi_sampler_files(dict(settings, on=False), probe()) is None
+
+
+def test_a_run_that_did_nothing_is_judged_on_its_own_probe():
+    present = f.uwsgi_public(apps())
+    assert not f.uwsgi_prove_live(present, [], [], {"listen": []}, "")
+    assert f.uwsgi_prove_live(present, [], ["flaskapp"], {"listen": []}, "")
+    assert f.uwsgi_prove_live(f.uwsgi_public(apps((0, {"check_path": "/"}))), [], [], {"listen": []}, "")
