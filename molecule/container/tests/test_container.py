@@ -219,16 +219,21 @@ def test_the_role_changes_a_running_container_without_losing_a_request(served, t
     assert hc.recap_changed(checked.stdout) == {name: 0}, checked.stdout[-3000:]
 
 
-def test_a_broken_change_in_a_container_is_rolled_back_and_it_keeps_serving(served, tmp_path):
+@pytest.mark.parametrize("trial", [True, False])
+def test_a_broken_change_in_a_container_never_stays_and_it_keeps_serving(served, tmp_path, trial):
+    """Refused by its trial aside; without the trial, rolled back."""
     name = served.backend.name
     ini = f"/etc/uwsgi/supervisor/{APP['name']}.ini"
     before = served.check_output(f"sha256sum {ini}")
     # An option uWSGI does not know: strict mode refuses it at start.
     apps = [dict(app, environment={"APP_NAME": "flaskapp-v2"}, options={"no-such-option": "1"}) for app in PLAY_APPS]
-    run = play(tmp_path, name, {"uwsgi_target": "container", "uwsgi_apps": apps})
+    run = play(tmp_path, name, {"uwsgi_target": "container", "uwsgi_apps": apps, "uwsgi_trial": trial})
     assert run.returncode != 0
-    assert "its previous ini and program file were restored and it is RUNNING again on them" in hc.said(run), \
-        hc.said(run)[-2500:]
+    said = hc.said(run)
+    if trial:
+        assert "was tried aside" in said and "unknown config directive: no-such-option" in said, said[-2500:]
+    else:
+        assert "its previous ini and program file were restored and it is RUNNING again on them" in said, said[-2500:]
     assert served.check_output(f"sha256sum {ini}") == before
     assert served.check_output("uwsgiprobe request /run/uwsgi/flaskapp.sock /").endswith("hello from flaskapp-v2")
     hc.check_backlog(served, APP)

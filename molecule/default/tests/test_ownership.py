@@ -115,8 +115,11 @@ def test_secrets_never_appear_in_output_or_backups(host, tmp_path):
         assert app_env(host, UNIX_APP, "SECRET_TOKEN") == {"SECRET_TOKEN": new}
         # A failed update rotating it back, at default verbosity and with -v.
         failed = run_with(tmp_path, "secret-3", with_token(old, options={"no-such-option": 1}), "--diff", "-v")
-        assert failed.returncode != 0 and "failed the proof" in hc.said(failed)
-        for run in (first, check, rotated, failed):
+        assert failed.returncode != 0 and "was tried aside" in hc.said(failed)
+        untried = run_with(tmp_path, "secret-4", dict(with_token(old, options={"no-such-option": 1}), uwsgi_trial=False),
+                           "--diff", "-v")
+        assert untried.returncode != 0 and "failed the proof" in hc.said(untried)
+        for run in (first, check, rotated, failed, untried):
             output = run.stdout + run.stderr
             assert old not in output and new not in output, output[-3000:]
         assert f"environment of {UNIX_APP['name']} changed; its values are never shown" in hc.said(rotated)
@@ -141,14 +144,16 @@ def test_uid_and_gid_change_apply_and_roll_back(host, tmp_path):
         assert {tuple(i.split()) for i in ids} == {("app1", "webapps")}, ids
         assert host.file(SOCKET_DIR).group == "webapps"
         hc.check_request(host, UNIX_APP, f"hello from {UNIX_APP['name']}")
-        # Back to www-data with a broken option: rolled back to app1/webapps, still serving.
-        broken = {"uwsgi_apps": [dict(BASE_APPS[0], options={"no-such-option": 1}), BASE_APPS[1]]}
+        # Back to www-data with a broken option, the trial off: rolled back to
+        # app1/webapps, still serving, and tmpfiles.d keeps the group it had.
+        broken = {"uwsgi_apps": [dict(BASE_APPS[0], options={"no-such-option": 1}), BASE_APPS[1]], "uwsgi_trial": False}
         run = run_with(tmp_path, "uid-broken", broken)
         assert run.returncode != 0
         assert "restored and it is RUNNING again" in hc.said(run), hc.said(run)[-3000:]
         sock = host.file(UNIX_APP["socket"])
         assert (sock.user, sock.group) == ("app1", "webapps")
         assert host.file(SOCKET_DIR).group == "webapps"
+        assert f"d {SOCKET_DIR} 1775 root webapps -" in host.file(TMPFILES).content_string
         hc.check_request(host, UNIX_APP, f"hello from {UNIX_APP['name']}")
     finally:
         restore(host, tmp_path)
@@ -158,8 +163,9 @@ def test_uid_and_gid_change_apply_and_roll_back(host, tmp_path):
 
 
 def test_two_failed_apps_each_report_their_own_cause(host, tmp_path):
-    broken = {"uwsgi_apps": [dict(BASE_APPS[0], module="no_such_module:app"),
-                             dict(BASE_APPS[1], options={"no-such-option": 1})]}
+    """With the trial off, the proof and the rollback report each app apart."""
+    broken = {"uwsgi_apps": [dict(BASE_APPS[0], module="no_such_module:app", options={"pythonpath": "/srv/lib"}),
+                             dict(BASE_APPS[1], options={"no-such-option": 1})], "uwsgi_trial": False}
     run = run_with(tmp_path, "two-broken", broken)
     assert run.returncode != 0
     said = hc.said(run)
