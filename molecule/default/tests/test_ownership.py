@@ -126,7 +126,8 @@ def test_secrets_never_appear_in_output_or_backups(host, tmp_path):
         assert not host.run("ls /etc/uwsgi/supervisor /etc/supervisor/conf.d | grep '~$'").stdout.strip(), "backups left"
         assert app_env(host, UNIX_APP, "SECRET_TOKEN") == {"SECRET_TOKEN": new}
         env_file = host.file(f"/etc/uwsgi/supervisor/{UNIX_APP['name']}.env.ini")
-        assert env_file.mode & 0o007 == 0 and env_file.user == "root"
+        # The app's own user alone reads it (not its group: the web server, other apps).
+        assert (env_file.mode, env_file.user, env_file.group) == (0o400, UNIX_APP["uid"], "root")
     finally:
         restore(host, tmp_path)
 
