@@ -22,7 +22,7 @@ export ANSIBLE_FORCE_COLOR := 1
 
 step = @printf '\n\033[1m==> %s\033[0m\n' "$(1)"
 
-.PHONY: help venv docker images docs lint unit test molecule test-fleet test-platforms test-ansible demo demo-clean bench bench-fleet clean
+.PHONY: help venv docker images docs lint unit test test-extended molecule test-fleet test-platforms test-ansible demo demo-clean bench bench-fleet clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
@@ -67,7 +67,11 @@ molecule: venv images  ## Run the molecule SCENARIOS (default: default venv cont
 	  molecule test -s $$s; \
 	done
 
-test: lint unit molecule  ## Lint, unit tests, then every molecule scenario (SCENARIOS) on DISTRO
+test: lint unit  ## Lint, unit tests, then every molecule scenario (SCENARIOS) on DISTRO, without the extended tier
+	@PYTEST_ADDOPTS="-m 'not extended'" $(MAKE) --no-print-directory molecule
+
+test-extended: venv images  ## The extended tier (the operator's worst week beyond make test) of every scenario in SCENARIOS
+	@PYTEST_ADDOPTS="-m extended" $(MAKE) --no-print-directory molecule
 
 test-fleet: venv images  ## The fleet scenario: rolling rollout across 5 hosts behind nginx (about 10-15 min)
 	@$(MAKE) --no-print-directory molecule SCENARIOS=fleet

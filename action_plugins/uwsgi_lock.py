@@ -61,10 +61,15 @@ class ActionModule(ActionBase):
         module_args = {"path": args["path"], "state": args.get("state", "acquired"), "holder": me,
                        "wait": int(args.get("wait", 300)), "stale_after": int(args.get("stale_after", 7200))}
         if module_args["state"] == "acquired":
-            seen = self._execute_module(module_name="uwsgi_lock", task_vars=task_vars,
-                                        module_args=dict(module_args, state="read"))
-            holder = seen.get("holder") or {}
-            if holder.get("id") and holder.get("id") != me["id"] and is_dead(holder):
+            # A free lock (the usual case) is taken at once; a held one is
+            # looked at here: a dead run of this controller gives it up at once.
+            first = self._execute_module(module_name="uwsgi_lock", task_vars=task_vars,
+                                         module_args=dict(module_args, wait=0))
+            holder = first.get("holder") or {}
+            if not first.get("failed"):
+                result.update(first)
+                return result
+            if holder.get("id") and is_dead(holder):
                 module_args["stale"] = holder["id"]
         result.update(self._execute_module(module_name="uwsgi_lock", module_args=module_args, task_vars=task_vars))
         return result

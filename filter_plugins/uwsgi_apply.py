@@ -174,6 +174,12 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             plan["why"].append("%s: %sgraceful reload (%s)" % (
                 name, "listen %s -> %d on the open socket, then " % (backlog, app["listen"])
                 if backlog != app["listen"] else "", "; ".join(reasons)))
+    # An app whose user changes: the socket its old master left belongs to the
+    # old user, and in a sticky directory the new one cannot replace it. It is
+    # stopped, and root removes that socket, before Supervisor starts it again.
+    plan["handover"] = [{"name": app["name"], "socket": app["socket"]} for app in apps
+                        if app["name"] in plan["load"] and app["socket_kind"] == "unix"
+                        and managed.get(app["name"], {}).get("user") not in (None, app["uid"])]
     return plan
 
 

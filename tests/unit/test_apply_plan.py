@@ -130,3 +130,11 @@ def test_in_a_container_the_fallback_names_the_seccomp_profile_it_needs():
     warning = f.uwsgi_listen_fallbacks(result, [refused], "container")["warnings"][0]
     assert "Docker's default seccomp profile refuses pidfd_getfd" in warning
     assert 'security_opt: ["seccomp=PROFILE.json"]' in warning
+
+
+def test_an_app_whose_user_changes_hands_its_socket_over():
+    """In a sticky socket directory, the new user cannot replace the old user's socket: root removes it."""
+    result = plan(apps((0, {"uid": "app1"})), {"programs": ["flaskapp"]})
+    assert result["load"] == ["flaskapp"]
+    assert result["handover"] == [{"name": "flaskapp", "socket": "/run/uwsgi/flaskapp.sock"}]
+    assert plan(apps(), {"programs": ["flaskapp"]})["handover"] == []

@@ -219,7 +219,7 @@ def test_the_role_changes_a_running_container_without_losing_a_request(served, t
     assert hc.recap_changed(checked.stdout) == {name: 0}, checked.stdout[-3000:]
 
 
-@pytest.mark.parametrize("trial", [True, False])
+@pytest.mark.parametrize("trial", [True, pytest.param(False, marks=pytest.mark.extended)])
 def test_a_broken_change_in_a_container_never_stays_and_it_keeps_serving(served, tmp_path, trial):
     """Refused by its trial aside; without the trial, rolled back."""
     name = served.backend.name

@@ -10,6 +10,8 @@ raised limit: until then nginx keeps the 128 it started with.)
 import json
 import time
 
+import pytest
+
 import hostchecks as hc
 
 PLAYBOOK = hc.PROJECT / "playbooks" / "site.yml"
@@ -126,6 +128,7 @@ def test_an_output_directory_it_cannot_write_is_counted_and_logged_not_a_crash(h
     assert hc.supervisor_state(host, SAMPLER) == ("RUNNING", pid)
 
 
+@pytest.mark.extended
 def test_turning_the_sampler_off_gives_the_textfile_directory_back(host, tmp_path):
     """The group write the role gave the sampler's group goes with it: the
     directory gets back what it had before the role first changed it."""

@@ -231,7 +231,7 @@ def test_broken_update_is_refused_by_its_trial_and_the_app_keeps_serving(host, t
     hc.check_request(host, TCP_APP, f"hello from {TCP_APP['name']}")
 
 
-@pytest.mark.parametrize("trial", [True, False])
+@pytest.mark.parametrize("trial", [True, pytest.param(False, marks=pytest.mark.extended)])
 def test_new_app_that_never_starts_never_stays(host, tmp_path, trial):
     """Tried aside, it is refused before its files are written; without the
     trial, the proof fails it and its files are removed again."""

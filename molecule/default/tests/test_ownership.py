@@ -6,6 +6,7 @@ README's playbook back in force before it ends."""
 import json
 import shlex
 
+import pytest
 import yaml
 
 import hostchecks as hc
@@ -163,6 +164,7 @@ def test_uid_and_gid_change_apply_and_roll_back(host, tmp_path):
     assert host.file(SOCKET_DIR).group == "www-data"
 
 
+@pytest.mark.extended
 def test_two_failed_apps_each_report_their_own_cause(host, tmp_path):
     """With the trial off, the proof and the rollback report each app apart."""
     broken = {"uwsgi_apps": [dict(BASE_APPS[0], module="no_such_module:app", options={"pythonpath": "/srv/lib"}),

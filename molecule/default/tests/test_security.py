@@ -124,6 +124,7 @@ def refused(host, two_users):
     yield cases, runs, before, after, removing, legacy
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("case", ["root-alias", "name-all", "socket-option", "foreign-name"])
 def test_what_an_app_user_could_arrange_is_refused_before_any_change(refused, case):
     cases, runs, before, after, _, _ = refused
@@ -132,6 +133,7 @@ def test_what_an_app_user_could_arrange_is_refused_before_any_change(refused, ca
     assert before == after
 
 
+@pytest.mark.extended
 def test_a_hand_written_program_is_never_the_roles(refused):
     _, _, _, _, removing, (state, pid, file_kept) = refused
     hc.ok(removing)

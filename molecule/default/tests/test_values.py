@@ -7,6 +7,7 @@ import json
 import shlex
 import urllib.parse
 
+import pytest
 import yaml
 
 import hostchecks as hc
@@ -113,6 +114,7 @@ def test_slow_app_that_fails_after_startsecs_is_refused_by_its_trial(host, tmp_p
     assert "module = app:app" in host.file(f"/etc/uwsgi/supervisor/{UNIX_APP['name']}.ini").content_string
 
 
+@pytest.mark.extended
 def test_slow_app_that_fails_after_startsecs_is_rolled_back_without_the_trial(host, tmp_path):
     pid = hc.supervisor_state(host, UNIX_APP["name"])[1]
     run = run_with(tmp_path, "slowfail-untried", {"uwsgi_apps": [dict(BASE_APPS[0], module="slowfail:app"),

@@ -276,6 +276,7 @@ def test_packages_that_install_but_break_the_import_are_refused_before_the_venv_
         assert hc.about(host, app)["flask"] == "3.0.3"
 
 
+@pytest.mark.extended
 def test_without_the_trial_a_breaking_set_is_rolled_back_to_the_packages_that_served(host, tmp_path,
                                                                                      requirements_kept):
     """The rollback is the last line of defence: the serving virtualenv took
