@@ -273,8 +273,10 @@ def untrusted_by(path):
         except OSError:
             return None
         mode = stat.S_IMODE(st.st_mode)
-        writable = mode & 0o022 and not (stat.S_ISDIR(st.st_mode) and mode & stat.S_ISVTX)
-        if st.st_uid != 0 or writable or (stat.S_ISLNK(st.st_mode) and end < len(parts)):
+        link = stat.S_ISLNK(st.st_mode)
+        # A symlink's own mode means nothing (always 0777): its owner and where it sits do.
+        writable = not link and mode & 0o022 and not (stat.S_ISDIR(st.st_mode) and mode & stat.S_ISVTX)
+        if st.st_uid != 0 or writable or (link and end < len(parts)):
             return "%s (owner uid %d, mode %04o%s)" % (here, st.st_uid, mode,
                                                        ", a symlink" if stat.S_ISLNK(st.st_mode) else "")
     return None

@@ -100,6 +100,15 @@ def test_untrusted_by_names_the_first_part_someone_else_could_change(tmp_path):
         assert found.startswith(str(tmp_path))
     # A path that does not exist stops the walk where it stops being.
     assert h.untrusted_by("/nonexistent/venv") is None
+    if os.geteuid() == 0:
+        # A venv's bin/python is root's symlink to the system's Python (mode 0777, as every symlink).
+        os.chown(tmp_path / "venv", 0, 0)
+        os.chmod(tmp_path / "venv", 0o755)
+        (target / "python").symlink_to("/usr/bin/python3")
+        assert h.untrusted_by(str(target / "python")) is None
+        # ... but a symlink on the way is someone's way elsewhere.
+        (tmp_path / "elsewhere").symlink_to(tmp_path / "venv")
+        assert "a symlink" in h.untrusted_by(str(tmp_path / "elsewhere" / "bin"))
 
 
 def test_read_untrusted_never_follows_a_symlink_nor_opens_a_fifo_and_is_bounded(tmp_path):
