@@ -287,12 +287,14 @@ def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
         if sampler.get("group"):
             textfile["group"] = sampler["group"]
         dirs.append(textfile)
-        # Before the role first changes it, what the directory was: put back when the sampler goes.
+        # Before the role first changes it, what the directory was (or that the role
+        # created it): put back when the sampler goes.
         before = sampler.get("before") or {}
-        if sampler.get("record") and not sampler.get("recorded") and before.get("exists"):
+        if sampler.get("record") and not sampler.get("recorded"):
+            was = ({"group": before.get("group"), "mode": before.get("mode")} if before.get("exists")
+                   else {"created": True})
             contents.append({"path": sampler["record"], "owner": "root", "group": "root", "mode": "0600",
-                             "content": json.dumps({"path": sampler["textfile_dir"], "group": before.get("group"),
-                                                    "mode": before.get("mode")}, sort_keys=True) + "\n"})
+                             "content": json.dumps(dict(was, path=sampler["textfile_dir"]), sort_keys=True) + "\n"})
         copies.append({"src": "uwsgi_sampler.py", "path": paths["sampler"], "owner": "root", "group": "root",
                        "mode": "0755"})
         contents.append({"path": paths["sampler_config"], "owner": "root", "group": "root", "mode": "0644",

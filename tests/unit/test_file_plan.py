@@ -283,3 +283,13 @@ def test_a_rolled_back_gid_change_puts_the_directorys_previous_group_back_in_tmp
             {"path": "/run/other", "group": "other", "app": "otherapp", "exists": True, "previous_group": "old"}]
     restored = f.uwsgi_dirs_restored(dirs, ["flaskapp"])
     assert [(d["path"], d["group"]) for d in restored] == [("/run/uwsgi", "www-data"), ("/run/other", "other")]
+
+
+def test_a_textfile_directory_the_role_creates_is_recorded_as_its_own():
+    full = apps()
+    present = [a for a in f.uwsgi_public(full) if a["state"] == "present"]
+    record = "/etc/uwsgi/supervisor/.textfile-dir.json"
+    plan = f.uwsgi_file_plan(present, f.uwsgi_host_plan(present, probe(), SETTINGS), PATHS, full,
+                             dict(SAMPLER, before={"exists": False}, record=record, recorded={}))
+    written = next(c for c in plan["contents"] if c["path"] == record)
+    assert json.loads(written["content"]) == {"path": "/var/lib/prometheus/node-exporter", "created": True}
