@@ -483,7 +483,7 @@ def uwsgi_preflight_errors(plan, probe, ctx):
                 "securityContext.sysctls) or lower the listen."
                 % (ctx["host"], live, ctx["listen_max"], ctx["listen_max"], ctx["listen_max"]))
     for deps in (ctx.get("venv_plan") or {}).get("deps", []):
-        for path in deps.get("missing", []):
+        for path in [p for p in deps.get("missing", []) if not (probe.get("requirements_writable_by") or {}).get(p)]:
             errors.append("requirements file %s of %s does not exist on %s: create it before the run, or fix "
                           "requirements." % (path, ", ".join(deps["apps"]), ctx["host"]))
     return errors + list(plan.get("errors", []))

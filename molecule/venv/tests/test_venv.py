@@ -317,7 +317,7 @@ def test_a_virtualenv_and_requirements_an_app_user_owns_are_refused_and_nothing_
         assert run.returncode != 0
         assert "virtualenv /srv/alice/venv can be changed by someone other than root: /srv/alice" in said, said[-3000:]
         assert "requirements file /srv/alice/requirements.txt can be changed by someone other than root" in said
-        assert "root:" not in said and "/etc/shadow" not in said, said[-3000:]
+        assert host.check_output("grep '^root:' /etc/shadow") not in said and "/etc/shadow" not in said, said[-3000:]
         assert not host.file("/tmp/pwned-by-pip").exists
         assert host.check_output(snapshot) == before
     finally:
