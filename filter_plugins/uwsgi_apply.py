@@ -24,15 +24,15 @@ _socket_in_effect = _state._socket_in_effect
 _workers = _state._workers
 
 
-def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None):
+def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None, code=None):
     """What the file write tries aside before it writes anything: every
     present app, with its files' paths, binary, user, group and bound. The
     module tries those whose files would change; `force` names why an app is
     tried even when they do not: its uwsgi binary or packages changed in this
     run (installed: {binaries, deps}), its packages were staged (staged: the
-    venv plan's deps, whose stage the trial imports the app from), or its
-    files changed after its master last read them. None with uwsgi_trial
-    false."""
+    venv plan's deps, whose stage the trial imports the app from), its files
+    changed after its master last read them, or its code is new (code: from
+    uwsgi_code_changes). None with uwsgi_trial false."""
     if not settings.get("trial", True):
         return []
     installed = installed or {}
@@ -57,6 +57,8 @@ def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None):
             reasons.append("its Supervisor program changed after its master started")
         if programs.get(name, {}).get("state") == "RUNNING" and _deps_pending(app, probe):
             reasons.append("its packages were installed after its master last loaded them")
+        if name in (code or {}):
+            reasons.append("its code is new: %s" % code[name])
         base = "%s/%s" % (paths["config_dir"], name)
         plan.append({"name": name, "ini": base + ".ini", "env": base + ".env.ini",
                      "program": "%s/%s.conf" % (paths["supervisor_conf_dir"], name),
@@ -75,7 +77,7 @@ def uwsgi_trial_line(trial):
         trial.get("seconds"))
 
 
-def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
+def uwsgi_apply_plan(apps, changed, probe, strategy="graceful", code=None):
     """How each present app takes what it is asked, the gentlest way that can:
 
     - load: its program file is new or changed (command, binary, user,
@@ -87,14 +89,20 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
       the open socket, as the app's user (restart where that cannot be done);
     - reload: its ini or environment changed in this run, or changed earlier
       and was never applied (an interrupted run), or its worker count differs:
-      uWSGI's graceful reload, which keeps the socket and every queued request.
+      uWSGI's graceful reload, which keeps the socket and every queued request;
+    - chain: only its code is new (`code`, from uwsgi_code_changes): uWSGI's
+      chain reload replaces one worker at a time while the others serve
+      (code_reload chain; an app with mules, spoolers or daemons, or
+      code_reload graceful, takes a graceful reload instead). Any other
+      action also loads the code on disk, so it covers a new revision.
 
     changed: the apps whose files changed in this run (programs, inis, envs,
     binaries); probe: the host before this run."""
+    code = code or {}
     programs = probe.get("supervisor", {}).get("programs", {})
     backlogs = host.backlogs_by_socket(probe.get("listeners", []))
     managed = probe.get("managed", {})
-    plan = {"load": [], "start": [], "restart": [], "listen": [], "reload": [], "why": []}
+    plan = {"load": [], "start": [], "restart": [], "listen": [], "reload": [], "chain": [], "why": []}
     for app in apps:
         if app["state"] != "present":
             continue
@@ -160,6 +168,15 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
         listener, wrong = _socket_in_effect(app, probe)
         if state == "RUNNING" and listener and wrong and not hard:
             hard.append(wrong)
+        if name in code:
+            if not (reasons or hard) and app.get("chain") and strategy != "restart":
+                plan["chain"].append(name)
+                plan["why"].append("%s: chain reload, one worker at a time while the others serve (%s)"
+                                   % (name, code[name]))
+                continue
+            reasons.append("%s%s" % (code[name], "" if reasons or hard else (
+                "; code_reload is graceful" if app.get("code_reload") != "chain"
+                else "; it has mules, spoolers or daemons, which a chain reload would leave on the old code")))
         if hard or (reasons and strategy == "restart"):
             plan["restart"].append(name)
             plan["why"].append("%s: stop and start (%s)" % (name, "; ".join(hard + reasons)))
@@ -168,7 +185,7 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful"):
             plan["listen"].append({"name": name, "socket": app["socket"], "backlog": app["listen"],
                                    "pid": programs.get(name, {}).get("pid"), "uid": app["uid"], "gid": app["gid"],
                                    "was": backlog})
-        if files_changed or deps_changed or deps_pending or pending or wrong_workers or (
+        if files_changed or deps_changed or deps_pending or pending or wrong_workers or name in code or (
                 backlog is not None and backlog != app["listen"]):
             plan["reload"].append(name)
             plan["why"].append("%s: %sgraceful reload (%s)" % (
@@ -245,6 +262,10 @@ def uwsgi_sampler_action(on, changed_files, probe, paths):
 SOCKET_DIR_MODE = "1775"
 
 
+CHAIN_FILE = ("# backlogops.uwsgi touches this file to chain-reload %s (its touch-chain-reload): one worker at a "
+              "time loads the code on disk while the others serve.\n")
+
+
 def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
     """Every file and directory the role writes for its present apps, for one
     run of the uwsgi_files action: the socket directories it owns and their
@@ -279,7 +300,10 @@ def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
              "owner": "root", "group": "root", "mode": "0644", "backup": True},
         ]
     copies = [{"src": "uwsgi_listen.py", "path": paths["helper"], "owner": "root", "group": "root", "mode": "0755"}]
-    contents = []
+    # A chain-reloaded app's touch-chain-reload file: root's, in root's directory;
+    # uWSGI only stats it, and the role touches it to start a chain reload.
+    contents = [{"path": "%s/%s.reload" % (paths["config_dir"], app["name"]), "owner": "root", "group": "root",
+                 "mode": "0644", "content": CHAIN_FILE % app["name"]} for app in apps if app.get("chain")]
     if sampler:
         # The textfile directory keeps its owner (node_exporter's package may own it);
         # the sampler's group may replace files in it.

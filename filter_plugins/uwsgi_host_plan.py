@@ -19,6 +19,7 @@ host = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(host)
 _input = host.load_role_python("filter_plugins", "uwsgi_input")
 _where = _input._where
+_int = _input._int
 
 
 # Directories that are never the role's own, whatever a tmpfiles.d line says.
@@ -324,7 +325,7 @@ def uwsgi_host_plan(apps, probe, settings):
             "name": name,
             "loaded": name in probe.get("supervisor", {}).get("programs", {}),
             "program_file": record.get("program_file") or "%s/%s.conf" % (settings["supervisor_conf_dir"], name),
-            "files": ["%s/%s.ini" % (settings["config_dir"], name), "%s/%s.env.ini" % (settings["config_dir"], name)]
+            "files": ["%s/%s.%s" % (settings["config_dir"], name, kind) for kind in ("ini", "env.ini", "reload")]
                      + sockets
                      + ["%s/%s.log" % (settings["log_dir"], name)]
                      + ["%s/%s.log.%d" % (settings["log_dir"], name, n) for n in range(1, 6)],
@@ -369,12 +370,6 @@ def _sysctl_entries(settings, keys):
     return [(order, path, key, value) for order, rank, path, key, value in entries
             if rank is None or rank == strongest[order]]
 
-
-def _int(value):
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        return None
 
 
 def uwsgi_sysctl_targets(wanted, probe, our_file, explicit, allow_lower):

@@ -31,6 +31,8 @@ RESERVED_OPTIONS = {
     "module": "module", "wsgi": "module", "env": "environment", "daemonize": "(Supervisor runs the app)",
     "daemonize2": "(Supervisor runs the app)", "logto": "(Supervisor keeps the log)",
     "logto2": "(Supervisor keeps the log)", "ini": "(the role writes the app's ini files)",
+    "lazy-apps": "code_reload (chain turns lazy-apps on)", "lazy": "code_reload (chain turns lazy-apps on)",
+    "touch-chain-reload": "revision, or the handler uwsgi reload",
 }
 APP_LOADERS = {"wsgi-file", "mount", "file", "eval", "callable"}
 # Options that bind a socket or a port of their own: only the app's `socket`
@@ -52,6 +54,43 @@ NAME_MAX = 255
 
 def _pick(value, default):
     return default if value is None or value == "" else value
+
+
+def _count(value):
+    return len(value if isinstance(value, list) else [value])
+
+
+def _int(value):
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
+def uwsgi_other_children(app):
+    """How many of an app's master's children are not workers, from its
+    options: mules (`mules: N`, or each `mule`), spoolers (each `spooler`
+    directory, times `spooler-processes`) and attached daemons. The probe
+    counts children; uWSGI's workers are what remains."""
+    options = {str(k).replace("_", "-").lower(): v for k, v in (app.get("options") or {}).items()}
+    extra = 0
+    if "mules" in options:
+        extra += _int(options["mules"]) or 0
+    if "mule" in options:
+        extra += _count(options["mule"])
+    if "spooler" in options:
+        extra += _count(options["spooler"]) * (_int(options.get("spooler-processes", 1)) or 1)
+    for key, value in options.items():
+        if key.startswith(("attach-daemon", "smart-attach-daemon", "attach-control-daemon")):
+            extra += _count(value)
+    return extra
+
+
+def _chain(app, code_reload):
+    """Whether new code reaches the app by a chain reload: code_reload chain,
+    and a master whose children are all workers (a chain reload replaces
+    workers only; mules, spoolers and daemons would keep the old code)."""
+    return code_reload == "chain" and uwsgi_other_children(app) == 0
 
 
 def uwsgi_normalize(apps, settings):
@@ -88,6 +127,9 @@ def uwsgi_normalize(apps, settings):
             "requirements": _pick(app.get("requirements"), None),
             "options": app.get("options") or {},
             "environment": app.get("environment") or {},
+            "revision": None if _pick(app.get("revision"), None) is None else str(app["revision"]),
+            "code_reload": str(_pick(app.get("code_reload"), settings.get("code_reload", "chain"))),
+            "chain": _chain(app, str(_pick(app.get("code_reload"), settings.get("code_reload", "chain")))),
             "uwsgi_venv": uwsgi_venv,
             "binary": (uwsgi_venv + "/bin/uwsgi") if pip else settings["binary"],
         })
@@ -119,7 +161,7 @@ INI_PLACEHOLDERS = {"uwsgi_role_dollar": "$", "uwsgi_role_at": "@", "uwsgi_role_
 ROLE_INI_KEYS = {
     "plugins", "strict", "master", "processes", "threads", "enable-threads", "socket", "http-socket", "listen",
     "chmod-socket", "chdir", "home", "module", "vacuum", "hook-master-start", "need-app", "ini", "env",
-    "set-placeholder",
+    "set-placeholder", "lazy-apps", "touch-chain-reload", "hook-post-fork",
 } | set(INI_PLACEHOLDERS)
 _PLACEHOLDER_REF = re.compile(r"%\(([^)]*)\)")
 
@@ -312,6 +354,9 @@ def uwsgi_input_errors(apps, settings, sysctls):
                               % (where, key, _uncarried(value, ini_names)))
         if app.get("check_path") is not None and not re.match(r"^/[\x21-\x7e]*$", str(app["check_path"])):
             errors.append("%s: check_path %r must be a path starting with / without blanks." % (where, app["check_path"]))
+        if app.get("revision") is not None and not re.match(r"^[\x21-\x7e]{1,200}$", app["revision"]):
+            errors.append("%s: revision %r must be one word of printable characters (a git SHA, a tag, a release "
+                          "name), at most 200." % (where, app["revision"]))
         if app.get("ready_timeout", 1) < 1:
             errors.append("%s: ready_timeout (%d) must be at least 1 second." % (where, app["ready_timeout"]))
         for field in ("module", "chdir", "virtualenv"):
@@ -324,6 +369,12 @@ def uwsgi_input_errors(apps, settings, sysctls):
                 errors.append("%s: %s %r must be an absolute path without blanks." % (where, field, value))
             elif field == "module" and re.search(r"\s", str(value)):
                 errors.append("%s: module %r holds blanks; give a module such as myapp:app." % (where, value))
+    present = {app["name"] for app in apps if app["state"] == "present"}
+    unknown = [str(n) for n in settings.get("reload_apps") or [] if str(n) not in present]
+    if unknown:
+        errors.append("uwsgi_reload_apps names %s, which %s no present app in uwsgi_apps; name apps from uwsgi_apps "
+                      "(%s), or leave it empty for all of them." % (", ".join(unknown), "is" if len(unknown) == 1
+                                                                    else "are", ", ".join(sorted(present)) or "none"))
     return errors
 
 

@@ -43,6 +43,9 @@ def uwsgi_proof(apps, probe, users=None):
         ready = (probe.get("ready") or {}).get(name)
         if ready is not None and not ready["ok"]:
             problems.append("its app did not load: %s" % ready["why"])
+        fresh = (probe.get("fresh") or {}).get(name)
+        if fresh is not None and not fresh["ok"]:
+            problems.append(uwsgi_chain_problem(fresh))
         workers = _workers(app, probe)
         scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
         if not problems and not scaled and workers != app["processes"]:
@@ -52,7 +55,7 @@ def uwsgi_proof(apps, probe, users=None):
             problems.append("GET %s answered %s" % (app["check_path"], check["status"] or check["error"]))
         ok = not problems
         verdicts.append({
-            "name": name, "ok": ok, "listen": app["listen"], "socket": app["socket"],
+            "name": name, "ok": ok, "listen": app["listen"], "socket": app["socket"], "revision": app.get("revision"),
             "supervisor": state.get("line", "no such program"), "backlog": backlog,
             "message": ("app %s: RUNNING, backlog %d on %s, %d workers%s" % (
                 name, app["listen"], app["socket"], app["processes"],
@@ -63,9 +66,39 @@ def uwsgi_proof(apps, probe, users=None):
     return verdicts
 
 
+def uwsgi_chain_problem(fresh):
+    """Why a chain reload did not prove the new code: the workers still on
+    the code from before (started before the reload began), or a master
+    short of workers."""
+    if fresh["old"]:
+        return ("its chain reload did not finish within %s s: %d worker%s still run%s the code from before it (%s); "
+                "uWSGI replaces one worker at a time and waits for each to load the app, so a worker that hangs "
+                "loading it, or in a request, stops the chain there (its log says \"chain is still waiting\")" % (
+                    fresh["seconds"], len(fresh["old"]), "" if len(fresh["old"]) == 1 else "s",
+                    "s" if len(fresh["old"]) == 1 else "",
+                    ", ".join("pid %s, started %s s before the check" % (
+                        w["pid"], "?" if w.get("started") is None or fresh.get("now") is None
+                        else round(fresh["now"] - w["started"])) for w in fresh["old"])))
+    return "its master has %d workers after its chain reload, fewer than it should (within %s s)" % (
+        len(fresh.get("workers") or []), fresh["seconds"])
+
+
+def uwsgi_fresh_items(apps, chain, since):
+    """What the probe needs to tell that each chain-reloaded app's workers
+    all run the new code: every worker started after `since` (seconds after
+    boot, read before the code was tried). A chain reload replaces its
+    workers one after another, each in up to ready_timeout."""
+    return [{"name": app["name"], "since": since, "processes": None if _scaled(app) else app["processes"],
+             "timeout": app["ready_timeout"] * app["processes"] + 30} for app in apps if app["name"] in chain]
+
+
+def _scaled(app):
+    return any(str(k).startswith("cheaper") for k in app.get("options") or {})
+
+
 def uwsgi_ready_item(app):
     """What the probe needs to tell that an app started in this run has loaded."""
-    lazy = any(str(k).replace("_", "-") in ("lazy-apps", "lazy") for k in app.get("options") or {})
+    lazy = app.get("chain") or any(str(k).replace("_", "-") in ("lazy-apps", "lazy") for k in app.get("options") or {})
     return {"name": app["name"], "timeout": app["ready_timeout"],
             "processes": app["processes"] + uwsgi_other_children(app), "lazy": lazy}
 
@@ -76,12 +109,14 @@ def uwsgi_check_request(app):
 
 
 def uwsgi_applied_record(verdicts, probe, previous=None):
-    """What each app that passed the proof has taken: its config's mtime. Apps
-    the run did not judge (unlisted ones it keeps) keep their earlier entry."""
+    """What each app that passed the proof has taken: its config's mtime and
+    its code's revision (null without one). Apps the run did not judge
+    (unlisted ones it keeps), and apps that failed it, keep their earlier
+    entry, so that the next run takes their change again."""
     managed = probe.get("managed", {})
-    record = {name: when for name, when in (previous or {}).items() if name in managed}
-    record.update({v["name"]: int(managed[v["name"]]["config_mtime"]) for v in verdicts
-                   if v["ok"] and managed.get(v["name"], {}).get("config_mtime")})
+    record = {name: entry for name, entry in (previous or {}).items() if name in managed}
+    record.update({v["name"]: {"config_mtime": int(managed[v["name"]]["config_mtime"]), "revision": v.get("revision")}
+                   for v in verdicts if v["ok"] and managed.get(v["name"], {}).get("config_mtime")})
     return dict(sorted(record.items()))
 
 
@@ -124,9 +159,11 @@ def uwsgi_rollback_files(apps, failed, changed_files, backups, paths, previous, 
             "programs": sorted({r["name"] for r in restore if r["kind"] == "program"})}
 
 
-def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir, unserved=None):
+def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir, unserved=None, code=None):
     """One line per failed app: what the proof saw, what the rollback did and
-    the app's own log lines from this run's failed start."""
+    the app's own log lines from this run's failed start. `code`: the apps
+    whose code was new in this run (the role keeps no build to go back to)."""
+    code = code or {}
     lines = []
     states = status.get("supervisor", {}).get("programs", {}) if status else {}
     for verdict in failed:
@@ -139,6 +176,10 @@ def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir, unserved
         elif name in restored:
             done = "its previous ini and program file were restored and it is %s again on them" % (
                 states.get(name, {}).get("state", "UNKNOWN"))
+        elif name in code:
+            done = ("its code was new in this run (%s), and the role keeps no earlier build: put the previous build "
+                    "back in place (its release directory, or the revision before) and run again, or fix this one; "
+                    "its record keeps the revision it last took, so the next run reloads it again" % code[name])
         else:
             done = "its files did not change in this run, so there was nothing to restore"
         text = logs.get(name, "")
@@ -159,7 +200,7 @@ def uwsgi_prove_live(apps, changed_files, touched, apply, sampler_action):
     reloaded something, or an app names a check_path. Otherwise it judges
     what the preflight's probe read at the start of the run (nothing was
     done since)."""
-    return bool(changed_files or touched or (apply or {}).get("listen") or sampler_action
+    return bool(changed_files or touched or (apply or {}).get("listen") or (apply or {}).get("chain") or sampler_action
                 or any(app.get("check_path") for app in apps))
 
 class FilterModule:
@@ -170,6 +211,7 @@ class FilterModule:
             "uwsgi_rollback_report": uwsgi_rollback_report,
             "uwsgi_check_request": uwsgi_check_request,
             "uwsgi_ready_item": uwsgi_ready_item,
+            "uwsgi_fresh_items": uwsgi_fresh_items,
             "uwsgi_applied_record": uwsgi_applied_record,
             "uwsgi_rollback_files": uwsgi_rollback_files,
         }

@@ -14,32 +14,10 @@ _spec = importlib.util.spec_from_file_location(
     "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
 host = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(host)
-_host_plan = host.load_role_python("filter_plugins", "uwsgi_host_plan")
-_int = _host_plan._int
+_input = host.load_role_python("filter_plugins", "uwsgi_input")
 
 
-def _count(value):
-    values = value if isinstance(value, list) else [value]
-    return len(values)
-
-
-def uwsgi_other_children(app):
-    """How many of an app's master's children are not workers, from its
-    options: mules (`mules: N`, or each `mule`), spoolers (each `spooler`
-    directory, times `spooler-processes`) and attached daemons. The probe
-    counts children; uWSGI's workers are what remains."""
-    options = {str(k).replace("_", "-").lower(): v for k, v in (app.get("options") or {}).items()}
-    extra = 0
-    if "mules" in options:
-        extra += _int(options["mules"]) or 0
-    if "mule" in options:
-        extra += _count(options["mule"])
-    if "spooler" in options:
-        extra += _count(options["spooler"]) * (_int(options.get("spooler-processes", 1)) or 1)
-    for key, value in options.items():
-        if key.startswith(("attach-daemon", "smart-attach-daemon", "attach-control-daemon")):
-            extra += _count(value)
-    return extra
+uwsgi_other_children = _input.uwsgi_other_children
 
 
 def _workers(app, probe):
@@ -60,8 +38,37 @@ def _pending(name, probe):
     interrupted after writing them): the role's record of its last proven
     run, else when the master last (re)started, against the files' mtime."""
     record = probe.get("managed", {}).get(name, {})
-    took = (probe.get("applied") or {}).get(name, record.get("started"))
+    took = uwsgi_applied(name, probe).get("config_mtime", record.get("started"))
     return bool(record.get("config_mtime") and took is not None and int(record["config_mtime"]) > int(took))
+
+
+def uwsgi_applied(name, probe):
+    """What the role's record says an app last took: {config_mtime, revision}
+    ({} when it has no entry). A record from before revisions holds the
+    config's mtime alone."""
+    entry = (probe.get("applied") or {}).get(name)
+    if entry is None:
+        return {}
+    return dict(entry) if isinstance(entry, dict) else {"config_mtime": entry}
+
+
+def uwsgi_code_changes(apps, probe, notified=False, only=None):
+    """The present apps whose code is new, each with why: its `revision`
+    differs from the one it last took (an app without a revision, or one the
+    record has never seen running, is not judged by it), or the play notified
+    `uwsgi reload` (narrowed to `only` when given)."""
+    programs = probe.get("supervisor", {}).get("programs", {})
+    code = {}
+    for app in apps:
+        if app["state"] != "present":
+            continue
+        name = app["name"]
+        took = uwsgi_applied(name, probe)
+        if notified and (not only or name in only):
+            code[name] = "the play notified uwsgi reload"
+        elif app.get("revision") is not None and name in programs and took.get("revision") != app["revision"]:
+            code[name] = "its revision is %s, it last took %s" % (app["revision"], took.get("revision") or "none")
+    return code
 
 
 PROGRAM_MARGIN = 2.0
@@ -127,4 +134,5 @@ class FilterModule:
         return {
             "uwsgi_other_children": uwsgi_other_children,
             "uwsgi_unserved": uwsgi_unserved,
+            "uwsgi_code_changes": uwsgi_code_changes,
         }

@@ -235,7 +235,7 @@ def try_apps(module, trials, contents, result):
             shutil.rmtree(entry[2], ignore_errors=True)
     if failures:
         module.fail_json(msg=" ".join(failures) + " Nothing was written and no app was touched: every app keeps "
-                         "serving its previous config. Fix what uWSGI names and run again.", **result)
+                         "serving its previous config. Fix what uWSGI names and run again.", refused=True, **result)
 
 
 def main():

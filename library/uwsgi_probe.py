@@ -37,6 +37,13 @@ options:
       - Apps started in this run (name, timeout in seconds), with O(log_offsets). Waits until each app's log
         since its offset says its app is loaded, or it gave up (exit, game over, a new master), or the timeout.
   since: {type: float, description: Epoch seconds when this run began (workers forked later are new).}
+  fresh:
+    type: list
+    elements: dict
+    default: []
+    description:
+      - Apps chain-reloaded in this run (name, since in seconds after boot, timeout in seconds, processes). Waits
+        until every worker of each started after its since, or the timeout; reports the workers left behind.
   service: {type: str, description: A systemd unit whose active and enabled state to report.}
   venvs:
     type: list
@@ -92,6 +99,7 @@ from ansible.module_utils.uwsgi_host import (
     parse_supervisor_sections,
     parse_supervisor_status,
     parse_prometheus_text,
+    parse_proc_stat,
     parse_sysctl_grep,
     parse_tmpfiles_dirs,
     program_of_pid,
@@ -99,6 +107,7 @@ from ansible.module_utils.uwsgi_host import (
     requirements_digest,
     requirements_files,
     untrusted_by,
+    workers_left_behind,
 )
 
 BACKUP = re.compile(r"^(?P<name>.+)\.\d+\.\d{4}-\d{2}-\d{2}@\d{2}:\d{2}:\d{2}~$")
@@ -168,10 +177,8 @@ def parents_of(pids):
         pid = todo.pop()
         if pid in parents or pid <= 1:
             continue
-        text = read("/proc/%d/stat" % pid, "")
-        # comm may hold spaces and parentheses: the fields after the last ')'
-        rest = text.rpartition(")")[2].split()
-        parents[pid] = int(rest[1]) if len(rest) > 1 else 0
+        stat_ = parse_proc_stat(read("/proc/%d/stat" % pid, ""))
+        parents[pid] = stat_["ppid"] if stat_ else 0
         todo.append(parents[pid])
     return parents
 
@@ -395,13 +402,13 @@ def wait_ready(module, p, supervisor):
 
 def started_at(pid):
     """A process's start time (epoch seconds), from /proc."""
+    stat_ = parse_proc_stat(read("/proc/%d/stat" % pid, ""))
     try:
-        ticks = int(read("/proc/%d/stat" % pid, "").rpartition(")")[2].split()[19])
         boot = next(float(line.split()[1]) for line in read("/proc/stat", "").splitlines()
                     if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (ValueError, IndexError, StopIteration):
         return None
+    return boot + stat_["start_ticks"] / os.sysconf("SC_CLK_TCK") if stat_ else None
 
 
 def fresh_workers(pid, item, since):
@@ -413,6 +420,47 @@ def fresh_workers(pid, item, since):
     return len(children) >= int(item["processes"]) and all(t is not None and t >= since for t in starts)
 
 
+def uptime():
+    """Seconds since boot (CLOCK_BOOTTIME, as a process's start time counts)."""
+    try:
+        return float(read("/proc/uptime", "").split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def workers_of(pid):
+    """The master's children, each with its start (seconds after boot)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    workers = []
+    for child in children_of([pid]).get(pid, []) if pid else []:
+        stat_ = parse_proc_stat(read("/proc/%d/stat" % child, ""))
+        if stat_:
+            workers.append({"pid": child, "started": round(stat_["start_ticks"] / tick, 2)})
+    return workers
+
+
+def wait_fresh(module, p, supervisor):
+    """Wait until every worker of each chain-reloaded app started after the
+    reload began, or its timeout: what each has then, and which are left."""
+    result = {}
+    started = time.monotonic()
+    pending = {item["name"]: item for item in p["fresh"]}
+    while pending:
+        for name, item in list(pending.items()):
+            pid = supervisor["programs"].get(name, {}).get("pid")
+            workers = workers_of(pid)
+            left = workers_left_behind(workers, float(item["since"]), item.get("processes"))
+            elapsed = round(time.monotonic() - started, 1)
+            done = not left["old"] and left["complete"] is not False
+            if done or elapsed > float(item.get("timeout") or 60):
+                result[name] = dict(left, ok=done, seconds=elapsed, master=pid, workers=workers, now=uptime())
+                del pending[name]
+        if pending:
+            time.sleep(0.3)
+            supervisor = supervisor_status(module, p["supervisorctl"])
+    return result
+
+
 def children_of(pids):
     """Direct children of each pid, from /proc."""
     wanted = set(pids)
@@ -420,9 +468,9 @@ def children_of(pids):
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        rest = read("/proc/%s/stat" % entry, "").rpartition(")")[2].split()
-        if len(rest) > 1 and int(rest[1]) in wanted:
-            children[int(rest[1])].append(int(entry))
+        stat_ = parse_proc_stat(read("/proc/%s/stat" % entry, ""))
+        if stat_ and stat_["ppid"] in wanted:
+            children[stat_["ppid"]].append(int(entry))
     return children
 
 
@@ -448,6 +496,7 @@ def main():
             "ready": {"type": "list", "elements": "dict", "default": []},
             "checks": {"type": "list", "elements": "dict", "default": []},
             "since": {"type": "float"},
+            "fresh": {"type": "list", "elements": "dict", "default": []},
             "service": {"type": "str"},
             "venvs": {"type": "list", "elements": "path", "default": []},
             "requirements": {"type": "list", "elements": "path", "default": []},
@@ -472,6 +521,9 @@ def main():
 
     ready = wait_ready(module, p, supervisor)
     if ready:
+        supervisor = supervisor_status(module, p["supervisorctl"])
+    fresh = wait_fresh(module, p, supervisor)
+    if fresh:
         supervisor = supervisor_status(module, p["supervisorctl"])
 
     ss = module.get_bin_path("ss")
@@ -540,12 +592,15 @@ def main():
     foreign = foreign_programs(p["supervisor_conf_dir"], managed, supervisor["programs"])
     result = {
         "now": time.time(),
+        # Seconds since boot, as the workers' start times count (a chain reload's since).
+        "uptime": uptime(),
         "proc_sys_writable": os.access("/proc/sys/net/core/somaxconn", os.W_OK),
         "sysctl_live": sysctl_live,
         "sysctl_settings": sysctl_settings,
         "supervisor": supervisor,
         "waited": waited,
         "ready": ready,
+        "fresh": fresh,
         "workers": workers,
         "checks": checks,
         "listeners": listeners,

@@ -432,6 +432,29 @@ def lock_decision(current, me, now, stale_after, stale_id=None):
     return {"take": False, "why": "", "who": who}
 
 
+def parse_proc_stat(text):
+    """A /proc/PID/stat line's parent pid and start time (clock ticks after
+    boot), or None. The command name between the parentheses may hold
+    blanks and parentheses itself, so the fields are counted from its last
+    closing one."""
+    rest = (text or "").rpartition(")")[2].split()
+    try:
+        return {"ppid": int(rest[1]), "start_ticks": int(rest[19])}
+    except (IndexError, ValueError):
+        return None
+
+
+def workers_left_behind(workers, since, processes=None):
+    """After a chain reload began at `since` (seconds after boot): the
+    workers (dicts with pid and started, seconds after boot) that still run
+    the code from before it, oldest first; and whether the master has its
+    whole set of workers again (None when `processes` is not known, as with
+    the cheaper)."""
+    old = sorted((w for w in workers if w.get("started") is None or w["started"] < since),
+                 key=lambda w: (w.get("started") is None, w.get("started") or 0))
+    return {"old": old, "complete": None if not processes else len(workers) >= int(processes)}
+
+
 def load_role_python(folder, name):
     """One of the role's own Python files (filter_plugins/NAME.py) as a
     module, loaded once per process: the stages of the role's decisions read

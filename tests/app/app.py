@@ -7,8 +7,23 @@ import time
 
 from flask import Flask, jsonify, request
 
+# A large project's import takes seconds (IMPORT_SECONDS); a release directory
+# names its build in a BUILD file beside this module.
+time.sleep(float(os.environ.get("IMPORT_SECONDS", "0")))
+try:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "BUILD"), encoding="utf-8") as _handle:
+        BUILD = _handle.read().strip()
+except OSError:
+    BUILD = "none"
+
 app = Flask(__name__)
 NAME = os.environ.get("APP_NAME", "flaskapp")
+
+
+@app.route("/build")
+def build():
+    """The build this worker imported: where its module was loaded from."""
+    return f"{BUILD}\n"
 
 
 @app.route("/")

@@ -202,7 +202,9 @@ def run_playbook(playbook: str | pathlib.Path, *args: str, inventory: str | None
     """Run a playbook against the scenario's inventory (or `inventory`) with molecule's settings;
     a run that outlives `timeout` seconds raises subprocess.TimeoutExpired."""
     inventory = inventory or os.environ["MOLECULE_INVENTORY_FILE"]
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    # A playbook outside playbooks/ (a test's own) finds the role there too.
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_ROLES_PATH=str(PROJECT / "playbooks" / "roles"))
     return subprocess.run(
         ["ansible-playbook", "-i", inventory, str(playbook), *args],
         capture_output=True, text=True, check=False, env=env, timeout=timeout,
@@ -255,16 +257,16 @@ class Load:
     host), bounded in time and count: `with Load(host, tag, ports) as load:`,
     then load.check()."""
 
-    def __init__(self, host, tag: str, ports: dict):
-        self.host, self.tag, self.ports = host, tag, ports
+    def __init__(self, host, tag: str, ports: dict, path: str = "/", bodies: bool = False):
+        self.host, self.tag, self.ports, self.path, self.bodies = host, tag, ports, path, bodies
 
     def __enter__(self):
         self.errors_before = nginx_errors(self.host)
         for name, port in self.ports.items():
             out, stop = f"/srv/load-{self.tag}-{name}.json", f"/srv/stop-{self.tag}-{name}"
             self.host.run_test(f"rm -f {out} {stop}")
-            stream = (f"loadstream http://127.0.0.1:{port}/ --workers 6 --pause 0.01 --stop-file {stop} "
-                      f"--max-seconds 240 --max-requests 200000 > {out} 2>&1")
+            stream = (f"loadstream http://127.0.0.1:{port}{self.path} --workers 6 --pause 0.01 --stop-file {stop} "
+                      f"--max-seconds 240 --max-requests 200000{' --bodies' if self.bodies else ''} > {out} 2>&1")
             self.host.run_test(f"setsid -f sh -c {shlex.quote(stream)}")
         time.sleep(1)
         return self

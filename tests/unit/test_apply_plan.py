@@ -11,12 +11,12 @@ LISTENERS = h.parse_ss_listeners((FIXTURES / "bookworm" / "ss-listening.txt").re
 NOTHING = {"programs": [], "inis": [], "envs": [], "binaries": []}
 
 
-def plan(apps_, changed=None, strategy="graceful", **probe_changes):
+def plan(apps_, changed=None, strategy="graceful", code=None, **probe_changes):
     seen = probe(**dict({"listeners": LISTENERS, "workers": {"flaskapp": 2, "flaskapi": 2}}, **probe_changes))
     for record in seen["managed"].values():
         record.setdefault("config_mtime", 1000.0)
         record.setdefault("started", 2000.0)
-    return f.uwsgi_apply_plan(f.uwsgi_public(apps_), dict(NOTHING, **(changed or {})), seen, strategy)
+    return f.uwsgi_apply_plan(f.uwsgi_public(apps_), dict(NOTHING, **(changed or {})), seen, strategy, code)
 
 
 def actions(result):
@@ -97,22 +97,35 @@ def test_a_refused_live_listen_falls_back_to_a_restart_naming_the_reason():
                                               "(permission: not dumpable); restarting it instead")
 
 
-def test_the_applied_record_keeps_apps_that_passed():
-    verdicts = [{"name": "flaskapp", "ok": True}, {"name": "flaskapi", "ok": False}]
+def test_the_applied_record_keeps_apps_that_passed_with_their_revision():
+    verdicts = [{"name": "flaskapp", "ok": True, "revision": "9f3c2e1"}, {"name": "flaskapi", "ok": False}]
     assert f.uwsgi_applied_record(verdicts, {"managed": {"flaskapp": {"config_mtime": 1234.9},
-                                                         "flaskapi": {"config_mtime": 99.0}}}) == {"flaskapp": 1234}
+                                                         "flaskapi": {"config_mtime": 99.0}}}) == {
+        "flaskapp": {"config_mtime": 1234, "revision": "9f3c2e1"}}
+
+
+def test_an_app_that_failed_the_proof_keeps_the_revision_it_took_so_the_next_run_tries_again():
+    verdicts = [{"name": "flaskapp", "ok": False, "revision": "r2"}]
+    previous = {"flaskapp": {"config_mtime": 5, "revision": "r1"}}
+    record = f.uwsgi_applied_record(verdicts, {"managed": {"flaskapp": {"config_mtime": 5.0}}}, previous)
+    assert record == previous
+    code = f.uwsgi_code_changes(f.uwsgi_public(apps((0, {"revision": "r2"}))), {
+        "applied": record, "supervisor": {"programs": {"flaskapp": {"state": "RUNNING"}, "flaskapi": {}}}})
+    assert code == {"flaskapp": "its revision is r2, it last took r1"}
 
 
 def test_the_applied_record_keeps_apps_the_run_did_not_judge():
     probe_ = {"managed": {"kept": {"config_mtime": 5.0}, "flaskapp": {"config_mtime": 7.0}}}
     record = f.uwsgi_applied_record([{"name": "flaskapp", "ok": True}], probe_, {"kept": 5, "gone": 3})
-    assert record == {"flaskapp": 7, "kept": 5}
+    assert record == {"flaskapp": {"config_mtime": 7, "revision": None}, "kept": 5}
 
 
 def test_ready_items_say_when_workers_prove_the_app_loaded():
-    plain, lazy = f.uwsgi_public(apps((1, {"options": {"lazy-apps": True}})))
+    plain, lazy = f.uwsgi_public(apps((0, {"code_reload": "graceful"}), (1, {"options": {"mules": 1}})))
     assert f.uwsgi_ready_item(plain) == {"name": "flaskapp", "timeout": 60, "processes": 2, "lazy": False}
-    assert f.uwsgi_ready_item(lazy)["lazy"] is True
+    assert f.uwsgi_ready_item(lazy)["lazy"] is False
+    chained = f.uwsgi_public(apps())[0]
+    assert chained["chain"] and f.uwsgi_ready_item(chained)["lazy"] is True
 
 
 def test_a_master_with_no_worker_is_restarted_not_reloaded():

@@ -44,6 +44,7 @@ def test_normalize_fills_in_the_defaults():
         "processes": 2, "threads": 1, "listen": 1024, "uid": "www-data", "gid": "www-data", "chmod_socket": "660",
         "startsecs": 2, "options": {}, "environment": {}, "uwsgi_venv": None, "binary": "/usr/bin/uwsgi",
         "ready_timeout": 60, "check_path": None, "packages": [], "requirements": None,
+        "revision": None, "code_reload": "chain", "chain": True,
     }
 
 

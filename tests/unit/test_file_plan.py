@@ -120,7 +120,7 @@ def test_the_sampler_gets_its_script_config_program_and_a_writable_textfile_dire
     present = [a for a in f.uwsgi_public(full) if a["state"] == "present"]
     plan = f.uwsgi_file_plan(present, f.uwsgi_host_plan(present, probe(), SETTINGS), PATHS, full, SAMPLER)
     assert {"path": "/var/lib/prometheus/node-exporter", "mode": "g+rwx", "group": "uwsgi-sampler"} in plan["dirs"]
-    config = json.loads(plan["contents"][0]["content"])
+    config = json.loads(next(c["content"] for c in plan["contents"] if c["path"] == PATHS["sampler_config"]))
     assert config["apps"] == [{"name": "flaskapi", "socket": "127.0.0.1:8001"},
                               {"name": "flaskapp", "socket": "/run/uwsgi/flaskapp.sock"}]
     assert config["output"] == "/var/lib/prometheus/node-exporter/uwsgi.prom" and config["interval"] == 0.1
@@ -212,7 +212,8 @@ def test_the_sampler_keeps_watching_an_unlisted_app_the_role_keeps_running():
     host_plan = f.uwsgi_host_plan(listed, probe(), SETTINGS)
     assert host_plan["kept"] == ["flaskapp"]
     plan = f.uwsgi_file_plan(listed, host_plan, PATHS, full, SAMPLER)
-    names = [a["name"] for a in json.loads(plan["contents"][0]["content"])["apps"]]
+    config = next(c["content"] for c in plan["contents"] if c["path"] == PATHS["sampler_config"])
+    names = [a["name"] for a in json.loads(config)["apps"]]
     assert names == ["flaskapi", "flaskapp"]
 
 
@@ -293,3 +294,14 @@ def test_a_textfile_directory_the_role_creates_is_recorded_as_its_own():
                              dict(SAMPLER, before={"exists": False}, record=record, recorded={}))
     written = next(c for c in plan["contents"] if c["path"] == record)
     assert json.loads(written["content"]) == {"path": "/var/lib/prometheus/node-exporter", "created": True}
+
+
+def test_a_chain_reloaded_app_gets_a_touch_file_root_owns_and_the_others_none():
+    """uWSGI (as the app's user) only stats it; root touches it for a chain
+    reload. An app with a mule takes a graceful reload, and has none."""
+    full = apps((1, {"options": {"mules": 1}}))
+    present = [a for a in f.uwsgi_public(full) if a["state"] == "present"]
+    plan = f.uwsgi_file_plan(present, f.uwsgi_host_plan(present, probe(), SETTINGS), PATHS, full)
+    touch = [c for c in plan["contents"] if c["path"].endswith(".reload")]
+    assert [(c["path"], c["owner"], c["mode"]) for c in touch] == [
+        (PATHS["config_dir"] + "/flaskapp.reload", "root", "0644")]
