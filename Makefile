@@ -135,6 +135,8 @@ bench: venv images $(VENV)/.bench-installed  ## Bursts, HTTP load, Ansible cost 
 	python benchmarks/bench.py
 	$(call step,Requests lost while a change is applied: stop/start against the graceful path)
 	python benchmarks/apply_bench.py
+	$(call step,New code under load: prefork HUP against the role's deploy (chain reload), fast and slow imports)
+	python benchmarks/deploy_bench.py
 	$(call step,The listen-queue sampler's CPU cost: 10 apps at 10 Hz; 60 s inside (--bench) and 60 s outside (/proc))
 	python benchmarks/sampler_bench.py
 	$(call step,Ansible cost of a rerun with 2 and 40 apps against a fact-only play; beside the role at its baseline commit)

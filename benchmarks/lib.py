@@ -261,6 +261,9 @@ def parse_wrk(out: str) -> dict:
         result["socket_errors"] = dict(zip(["connect", "read", "write", "timeout"], map(int, m.groups())))
     for pct, value in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M):
         result["latency"]["p" + pct] = _seconds(value)
+    # "Latency  avg  stdev  max  +/- stdev"
+    if m := re.search(r"^[ \t]+Latency[ \t]+\S+[ \t]+\S+[ \t]+(\S+)", out, re.M):
+        result["latency"]["max"] = _seconds(m.group(1))
     if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
         result["rps"] = float(m.group(1))
     return result

@@ -110,13 +110,20 @@ def uwsgi_check_request(app):
 
 def uwsgi_applied_record(verdicts, probe, previous=None):
     """What each app that passed the proof has taken: its config's mtime and
-    its code's revision (null without one). Apps the run did not judge
+    its code's revision (the one recorded before when the run gives none,
+    null when none ever was). Apps the run did not judge
     (unlisted ones it keeps), and apps that failed it, keep their earlier
     entry, so that the next run takes their change again."""
     managed = probe.get("managed", {})
     record = {name: entry for name, entry in (previous or {}).items() if name in managed}
-    record.update({v["name"]: {"config_mtime": int(managed[v["name"]]["config_mtime"]), "revision": v.get("revision")}
-                   for v in verdicts if v["ok"] and managed.get(v["name"], {}).get("config_mtime")})
+    for verdict in verdicts:
+        name = verdict["name"]
+        if not verdict["ok"] or not managed.get(name, {}).get("config_mtime"):
+            continue
+        # A run that gives no revision (a config change outside a deploy) keeps the one the app runs.
+        before = record.get(name) if isinstance(record.get(name), dict) else {}
+        revision = verdict.get("revision") if verdict.get("revision") is not None else before.get("revision")
+        record[name] = {"config_mtime": int(managed[name]["config_mtime"]), "revision": revision}
     return dict(sorted(record.items()))
 
 

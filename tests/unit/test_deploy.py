@@ -169,3 +169,13 @@ def test_a_failed_code_reload_says_the_role_keeps_no_earlier_build():
     line = f.uwsgi_rollback_report(failed, [], [], {}, {}, "/var/log/uwsgi", {}, CODE)[0]
     assert "its code was new in this run (its revision is b2, it last took b1), and the role keeps no earlier " \
            "build" in line
+
+
+def test_a_run_without_a_revision_keeps_the_one_the_app_runs():
+    """A listen change rolled out by site.yml between two deploys: the next
+    deploy of the same build is not taken for new code."""
+    record = f.uwsgi_applied_record([{"name": "flaskapp", "ok": True, "revision": None}],
+                                    {"managed": {"flaskapp": {"config_mtime": 9.0}}},
+                                    {"flaskapp": {"config_mtime": 5, "revision": "b1"}})
+    assert record == {"flaskapp": {"config_mtime": 9, "revision": "b1"}}
+    assert f.uwsgi_code_changes(public((0, {"revision": "b1"})), took(**record)) == {}

@@ -149,3 +149,80 @@ def test_every_host_serves_with_its_backlog(name):
     h = HOSTS[name]
     hc.check_backlog(h, app(3072))
     hc.check_running_as(h, app(3072))
+
+
+# Deploys: playbooks/deploy.yml checks a tag out of each host's own copy of
+# the app's repository into /srv/app/releases/<tag>, points /srv/app/current
+# at it and applies the role with the checkout's commit as the app's revision.
+DEPLOY = hc.PROJECT / "playbooks" / "deploy.yml"
+REPO = "/srv/git/app.git"
+BREAK = """echo 'raise RuntimeError("broken build: SETTINGS_MODULE is not set")' >> app.py"""
+
+
+def tag_build(name, tag, broken=False):
+    """Commit a build (app.py and a BUILD file naming it) to the host's repository and tag it."""
+    breaks = BREAK if broken else ""
+    script = f"""set -e
+mkdir -p /srv/git
+[ -d {REPO} ] || git init -q --bare {REPO}
+rm -rf /srv/git/work && git clone -q {REPO} /srv/git/work 2>/dev/null && cd /srv/git/work
+git config user.email builds@example.com && git config user.name builds
+cp /srv/flaskapp/app.py app.py && echo {tag} > BUILD
+{breaks}
+git add -A && git commit -qm {tag} && git tag {tag} && git push -q origin HEAD:refs/heads/main --tags
+"""
+    HOSTS[name].run_test(script)
+
+
+def served_builds():
+    return {name: (h.run("uwsgiprobe request /srv/sock/flaskapp.sock /build").stdout.strip().splitlines() or [""])[-1]
+            for name, h in HOSTS.items()}
+
+
+def deploy(tag, serial, tmp_path):
+    apps = tmp_path / f"deploy-{tag}.json"
+    apps.write_text(json.dumps({"uwsgi_apps": [{
+        "name": "flaskapp", "module": "app:app", "chdir": "/srv/app/current", "socket": "/srv/sock/flaskapp.sock",
+        "listen": 3072, "environment": {"APP_NAME": "{{ inventory_hostname }}"},
+        "revision": "{{ deploy_build.after | default('') }}"}]}))
+    started = time.monotonic()
+    run = hc.run_playbook(DEPLOY, "--limit", "uwsgi_fleet", "-e", f"@{apps}", "-e", f"deploy_repo={REPO}",
+                          "-e", f"deploy_version={tag}", "-e", "deploy_root=/srv/app",
+                          "-e", f"deploy_serial={serial}")
+    print(f"deploy {tag}, serial {serial}: rc {run.returncode}, {time.monotonic() - started:.1f} s")
+    return run
+
+
+def test_a_deploy_rolls_a_new_build_across_the_fleet(tmp_path):
+    for name in FLEET:
+        tag_build(name, "v1")
+        tag_build(name, "v2")
+    with Stream() as stream:
+        first = deploy("v1", 5, tmp_path)
+        second = deploy("v2", 2, tmp_path)
+    assert first.returncode == 0, hc.said(first)[-3000:]
+    assert second.returncode == 0, hc.said(second)[-3000:]
+    assert "flaskapp: chain reload, one worker at a time while the others serve (its revision is" in hc.said(second)
+    assert stream.result["failed"] == 0 and stream.result["ok"] > 100, stream.result
+    assert set(served_builds().values()) == {"v2"}, served_builds()
+
+
+def test_a_broken_build_stops_the_deploy_at_its_host(tmp_path):
+    for name in FLEET:
+        tag_build(name, "v3", broken=name == "fleet-3")
+    before = pids()
+    with Stream() as stream:
+        # Batches [fleet-1, fleet-2], [fleet-3, fleet-4], [fleet-5]: fleet-3's build does not load.
+        run = deploy("v3", 2, tmp_path)
+    output = hc.said(run)
+    assert run.returncode != 0
+    assert "RuntimeError: broken build: SETTINGS_MODULE is not set" in output, output[-3000:]
+    assert "v3 was not deployed on this host; it serves /srv/app/releases/v2 again" in output, output[-3000:]
+    assert stream.result["failed"] == 0 and stream.result["ok"] > 100, stream.result
+    builds = served_builds()
+    assert builds["fleet-1"] == builds["fleet-2"] == "v3", builds
+    # The broken host serves the build it had, from the same master, and its link points at it again.
+    assert builds["fleet-3"] == "v2" and pids()["fleet-3"] == before["fleet-3"], builds
+    assert HOSTS["fleet-3"].file("/srv/app/current").linked_to == "/srv/app/releases/v2"
+    # fleet-4 shared the failed batch; the later batch was not touched.
+    assert "fleet-5" not in run.stdout and builds["fleet-5"] == "v2", builds
