@@ -11,22 +11,29 @@ Arguments: state (acquired or released), path, wait, stale_after.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 
 from ansible.plugins.action import ActionBase
 
 
+_spec = importlib.util.spec_from_file_location(
+    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
+host = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(host)
+
+
 def process_started(pid):
     """A process's start time on this controller (Linux /proc), or None."""
     try:
         with open("/proc/%d/stat" % pid, encoding="ascii") as handle:
-            ticks = int(handle.read().rpartition(")")[2].split()[19])
+            stat_ = host.parse_proc_stat(handle.read())
         with open("/proc/stat", encoding="ascii") as handle:
-            boot = next(float(line.split()[1]) for line in handle if line.startswith("btime "))
-        return round(boot + ticks / os.sysconf("SC_CLK_TCK"), 2)
-    except (OSError, ValueError, IndexError, StopIteration):
+            boot = host.parse_btime(handle.read())
+    except OSError:
         return None
+    return round(boot + stat_["start_ticks"] / os.sysconf("SC_CLK_TCK"), 2) if stat_ and boot is not None else None
 
 
 def this_run():

@@ -106,20 +106,17 @@ def main() -> int:
         [[tag, pair[False]["requests"], pair[False]["non_2xx"] + pair[False]["socket_errors"],
           pair[False]["playbook_seconds"], pair[True]["requests"], pair[True]["non_2xx"] + pair[True]["socket_errors"],
           pair[True]["playbook_seconds"]] for tag, pair in by_change.items()])
-    load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
+    load = lib.load_average()
     text = (f"# Requests lost while a change is applied\n\n`make bench` (benchmarks/apply_bench.py): wrk -c{CONNECTIONS} "
             f"through nginx to one app's unix socket from 3 s before to 2 s after the `ansible-playbook` run of each change, on one "
             f"container host; `restart` is `uwsgi_apply_strategy: restart` (every change a stop and start), "
-            f"`graceful` the default. Load average at the end: {' '.join(load)}.\n\n{table}\n"
+            f"`graceful` the default. Load average at the end: {load}.\n\n{table}\n"
             f"\n## A change that cannot work, with the trial aside and without it\n\n"
             f"Each from the same base, graceful; every run fails its host. Without the trial (`uwsgi_trial: false`) "
             f"the serving app takes the change and the proof and the rollback find it; with it (the default) the "
             f"change is refused before the serving app is touched. A `chdir` that does not exist is refused by the "
             f"preflight's cheap checks either way. non-2xx counts wrk's socket errors too.\n\n{trial_table}\n")
-    lib.BENCH.joinpath("results").mkdir(exist_ok=True)
-    (lib.BENCH / "results" / "apply.md").write_text(text)
-    (lib.BENCH / "results" / "apply.json").write_text(json.dumps(rows + broken, indent=1) + "\n")
-    print(text)
+    lib.write_results("apply", text, rows + broken)
     return 0
 
 

@@ -115,18 +115,15 @@ def main() -> int:
     table = lib.table(["import", "reload", "requests", "non-2xx", "p99", "max", "until all new (s)"],
                       [[f"{r['import_seconds']} s", r["way"], r["requests"], r["non_2xx"], lib.fmt_s(r["p99"]),
                         lib.fmt_s(r["max"]), r["seconds"]] for r in rows])
-    load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
+    load = lib.load_average()
     text = (f"# New code under load: prefork HUP against the role's deploy\n\n`make bench` "
             f"(benchmarks/deploy_bench.py): {PROCESSES} workers, wrk -c{CONNECTIONS} through nginx to /build from "
             f"3 s before the reload until 2 s after every worker answers from the new build, on one container host. "
             f"`prefork HUP` is `supervisorctl signal HUP` with `code_reload: graceful` (the master imports the app "
             f"again, then forks); the role's deploy is a new `revision` with the default `code_reload: chain` (tried "
             f"aside, then one worker at a time), its time including the whole `ansible-playbook` run. non-2xx counts "
-            f"wrk's socket errors too. Load average at the end: {' '.join(load)}.\n\n{table}\n")
-    lib.BENCH.joinpath("results").mkdir(exist_ok=True)
-    (lib.BENCH / "results" / "deploy.md").write_text(text)
-    (lib.BENCH / "results" / "deploy.json").write_text(json.dumps(rows, indent=1) + "\n")
-    print(text)
+            f"wrk's socket errors too. Load average at the end: {load}.\n\n{table}\n")
+    lib.write_results("deploy", text, rows)
     return 0
 
 

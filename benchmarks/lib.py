@@ -329,6 +329,19 @@ def wait_metrics(name: str, path: str, since: float = 0.0, timeout: float = 20) 
 
 # Presentation ----------------------------------------------------------------
 
+def load_average() -> str:
+    """This machine's load average over 1, 5 and 15 minutes, as a result says it."""
+    return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
+
+
+def write_results(name: str, text: str, rows: list) -> None:
+    """benchmarks/results/NAME.md (the text) and NAME.json (the rows), then the text on stdout."""
+    BENCH.joinpath("results").mkdir(exist_ok=True)
+    (BENCH / "results" / f"{name}.md").write_text(text)
+    (BENCH / "results" / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print(text)
+
+
 def table(header: list[str], rows: list[list], align: str | None = None) -> str:
     """A Markdown table whose columns line up in a terminal too."""
     cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]

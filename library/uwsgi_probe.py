@@ -98,6 +98,7 @@ from ansible.module_utils.uwsgi_host import (
     parse_ss_listeners,
     parse_supervisor_sections,
     parse_supervisor_status,
+    parse_btime,
     parse_prometheus_text,
     parse_proc_stat,
     parse_sysctl_grep,
@@ -403,12 +404,8 @@ def wait_ready(module, p, supervisor):
 def started_at(pid):
     """A process's start time (epoch seconds), from /proc."""
     stat_ = parse_proc_stat(read("/proc/%d/stat" % pid, ""))
-    try:
-        boot = next(float(line.split()[1]) for line in read("/proc/stat", "").splitlines()
-                    if line.startswith("btime "))
-    except (ValueError, IndexError, StopIteration):
-        return None
-    return boot + stat_["start_ticks"] / os.sysconf("SC_CLK_TCK") if stat_ else None
+    boot = parse_btime(read("/proc/stat", ""))
+    return boot + stat_["start_ticks"] / os.sysconf("SC_CLK_TCK") if stat_ and boot is not None else None
 
 
 def fresh_workers(pid, item, since):

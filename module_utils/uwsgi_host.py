@@ -444,6 +444,17 @@ def parse_proc_stat(text):
         return None
 
 
+def parse_btime(text):
+    """The boot time (epoch seconds) in /proc/stat's `btime` line, or None."""
+    for line in (text or "").splitlines():
+        if line.startswith("btime "):
+            try:
+                return float(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
 def workers_left_behind(workers, since, processes=None):
     """After a chain reload began at `since` (seconds after boot): the
     workers (dicts with pid and started, seconds after boot) that still run

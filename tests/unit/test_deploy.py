@@ -130,6 +130,13 @@ def test_a_proc_stat_line_is_read_past_a_command_name_with_blanks_and_parenthese
     assert h.parse_proc_stat("") is None and h.parse_proc_stat("12 (x) S") is None
 
 
+def test_the_boot_time_is_read_from_proc_stat():
+    text = (PROC / "stat.txt").read_text()
+    btime = next(line for line in text.splitlines() if line.startswith("btime"))
+    assert h.parse_btime(text) == float(btime.split()[1]) > 1.7e9
+    assert h.parse_btime("cpu 1\n") is None and h.parse_btime("btime x\n") is None
+
+
 def test_a_uwsgi_worker_line_gives_its_master_and_start():
     line = (PROC / "stat-uwsgi-worker.txt").read_text()
     stat_ = h.parse_proc_stat(line)

@@ -136,6 +136,7 @@ def test_a_change_an_interrupted_run_left_in_the_files_is_applied(host, tmp_path
     hc.check_backlog(host, UNIX_APP)
 
 
+@pytest.mark.extended
 def test_when_the_live_change_is_refused_the_app_is_restarted_and_the_run_says_why(host, tmp_path):
     """A master that made itself non-dumpable refuses pidfd_getfd: fall back to a restart."""
     hardened = with_changes(**{UNIX_APP["name"]: {"module": "nodump:app"}})
@@ -206,6 +207,7 @@ def test_a_change_that_cannot_work_is_refused_before_the_serving_app_is_touched(
         hc.check_request(host, app, f"hello from {app['name']}")
 
 
+@pytest.mark.extended
 def test_a_chdir_change_is_a_graceful_reload(host, tmp_path):
     """chdir is uWSGI's alone (the Supervisor program has no directory=): a new
     release directory is taken by a graceful reload, not a stop and start."""

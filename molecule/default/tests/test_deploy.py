@@ -8,12 +8,13 @@ import json
 import pytest
 
 import hostchecks as hc
-from test_apply import BASE_APPS, PORTS, U, ok, run_with, with_changes
+from test_apply import BASE_APPS, PORTS, U, UNIX_APP, ok, run_with, with_changes
 
 IMPORT_SECONDS = 3
+UNIX_SOCKET = UNIX_APP["socket"]
 RELEASES = "/srv/releases"
 CURRENT = "/srv/current"
-DEPLOYED = {"chdir": CURRENT, "processes": 4,
+DEPLOYED = {"chdir": CURRENT, "processes": 4, "check_path": "/build",
             "environment": {"APP_NAME": U, "IMPORT_SECONDS": str(IMPORT_SECONDS)}}
 
 
@@ -94,6 +95,7 @@ def test_a_new_revision_is_a_chain_reload_no_request_waits_for_the_import(host, 
     assert f"{U}: chain reload, one worker at a time while the others serve (its revision is b2, it last took b1)" \
         in said, said[-3000:]
     assert f"{U}: tried aside (its code is new: its revision is b2, it last took b1)" in said
+    assert f"app {U}: RUNNING, backlog 4096 on {UNIX_SOCKET}, 4 workers, GET /build answered 200" in said
     record = json.loads(host.check_output("cat /etc/uwsgi/supervisor/.applied.json"))
     assert record[U]["revision"] == "b2"
 
@@ -102,9 +104,11 @@ HANDLER_PLAY = """
 - name: Deploy build b3 with the play's own task; the role's handler reloads the app
   hosts: all
   become: true
-  roles:
-    - role: backlogops.uwsgi
   tasks:
+    - name: Apply the role (import_role; the README's variant has it in roles:)
+      ansible.builtin.import_role:
+        name: backlogops.uwsgi
+
     - name: Put build b3 in place
       ansible.builtin.file:
         src: {releases}/b3

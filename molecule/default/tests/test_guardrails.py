@@ -265,6 +265,7 @@ def test_killed_master_comes_back_with_the_same_backlog(host):
     hc.check_request(host, UNIX_APP, f"hello from {UNIX_APP['name']}")
 
 
+@pytest.mark.extended
 def test_absent_app_leaves_nothing_and_restarts_nothing_else(host, tmp_path):
     pid = hc.supervisor_state(host, UNIX_APP["name"])[1]
     supervisord = hc.supervisord_pid(host)

@@ -77,6 +77,7 @@ def test_hostile_environment_arrives_byte_for_byte(host, tmp_path):
         restore(host, tmp_path)
 
 
+@pytest.mark.extended
 def test_a_host_tuned_higher_keeps_its_limits_live_and_after_a_reboot(host, tmp_path):
     host.run_test(f"printf 'net.core.somaxconn = 16384\\nnet.ipv4.tcp_max_syn_backlog = 16384\\n' > {TUNING}")
     host.run_test(f"sysctl -q -p {TUNING}")
@@ -131,6 +132,7 @@ def test_slow_app_that_fails_after_startsecs_is_rolled_back_without_the_trial(ho
     assert "module = app:app" in host.file(f"/etc/uwsgi/supervisor/{UNIX_APP['name']}.ini").content_string
 
 
+@pytest.mark.extended
 def test_check_path_must_answer(host, tmp_path):
     good = ok(run_with(tmp_path, "check-good", {"uwsgi_apps": [dict(BASE_APPS[0], check_path="/about"), BASE_APPS[1]]}))
     assert f"app {UNIX_APP['name']}: RUNNING, backlog {UNIX_APP['listen']}" in hc.said(good)

@@ -60,6 +60,10 @@ class Stream:
         # The stream covered the whole rollout: it ran until told to stop.
         assert self.result["stopped_by"] == "stop-file", self.result
 
+    def check(self):
+        """No request failed at the load balancer, and enough ran to tell."""
+        assert self.result["failed"] == 0 and self.result["ok"] > 100, self.result
+
 
 def rollout(*extra, hooks=True):
     started = time.monotonic()
@@ -86,7 +90,7 @@ def test_rolling_restarts_behind_drain_hooks_fail_no_request():
         run, seconds = rollout("-e", "uwsgi_listen=1536", "-e", "uwsgi_rollout_serial=1",
                                "-e", "uwsgi_apply_strategy=restart")
     assert run.returncode == 0, hc.said(run)[-3000:]
-    assert stream.result["failed"] == 0 and stream.result["ok"] > 100, stream.result
+    stream.check()
     assert set(backlogs().values()) == {1536}
     after = pids()
     assert all(after[h] != before[h] for h in FLEET), (before, after)  # a real restart everywhere
@@ -102,7 +106,7 @@ def test_rolling_listen_change_without_hooks_fails_no_request():
     with Stream() as stream:
         run, seconds = rollout("-e", "uwsgi_listen=2048", "-e", "uwsgi_rollout_serial=2", hooks=False)
     assert run.returncode == 0, hc.said(run)[-3000:]
-    assert stream.result["failed"] == 0 and stream.result["ok"] > 100, stream.result
+    stream.check()
     assert set(backlogs().values()) == {2048}
     assert pids() == before  # no app was stopped
     print(f"rollout of 5 hosts without hooks, serial 2: {seconds:.1f} s, {stream.result['requests']} requests, "
@@ -120,7 +124,7 @@ def test_fault_stops_the_rollout_and_the_others_keep_serving():
     # Refused by its trial aside: the broken config never reached the serving app.
     assert "app flaskapp (its ini changed) was tried aside" in output, output[-3000:]
     assert "unknown config directive: no-such-option" in output, output[-3000:]
-    assert stream.result["failed"] == 0 and stream.result["ok"] > 100, stream.result
+    stream.check()
     seen = backlogs()
     after = pids()
     assert seen["fleet-1"] == seen["fleet-2"] == 3072
@@ -203,7 +207,7 @@ def test_a_deploy_rolls_a_new_build_across_the_fleet(tmp_path):
     assert first.returncode == 0, hc.said(first)[-3000:]
     assert second.returncode == 0, hc.said(second)[-3000:]
     assert "flaskapp: chain reload, one worker at a time while the others serve (its revision is" in hc.said(second)
-    assert stream.result["failed"] == 0 and stream.result["ok"] > 100, stream.result
+    stream.check()
     assert set(served_builds().values()) == {"v2"}, served_builds()
 
 
@@ -218,7 +222,7 @@ def test_a_broken_build_stops_the_deploy_at_its_host(tmp_path):
     assert run.returncode != 0
     assert "RuntimeError: broken build: SETTINGS_MODULE is not set" in output, output[-3000:]
     assert "v3 was not deployed on this host; it serves /srv/app/releases/v2 again" in output, output[-3000:]
-    assert stream.result["failed"] == 0 and stream.result["ok"] > 100, stream.result
+    stream.check()
     builds = served_builds()
     assert builds["fleet-1"] == builds["fleet-2"] == "v3", builds
     # The broken host serves the build it had, from the same master, and its link points at it again.
