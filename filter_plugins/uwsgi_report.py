@@ -16,6 +16,10 @@ _host_plan = host.load_role_python("filter_plugins", "uwsgi_host_plan")
 _int = _host_plan._int
 
 
+# Processes whose listeners are systemd's own (PID 1, journald, udevd, resolved ...):
+# the report leaves them out of "restart to benefit".
+SYSTEM_OWNERS = ("systemd",)
+
 # net.core.somaxconn's kernel defaults: 128 before Linux 5.4, 4096 since.
 KERNEL_SOMAXCONN_DEFAULTS = (128, 4096)
 
@@ -31,7 +35,7 @@ def uwsgi_report(probes):
     the peak queue and its share of the backlog, and the host's TCP overflows;
     and every listener capped at an older somaxconn (started before the raise,
     so a restart gives it the backlog it asks for)."""
-    apps, capped, missing = [], [], []
+    apps, capped, missing, system = [], [], [], []
     for hostname in sorted(probes):
         probe = probes[hostname]
         samples = probe.get("textfile_samples")
@@ -67,6 +71,9 @@ def uwsgi_report(probes):
             if host.listener_key(listener) in app_sockets:
                 continue
             owners = sorted({name for name, _ in listener.get("processes", [])} | set(listener.get("programs", [])))
+            if owners and all(name.startswith(SYSTEM_OWNERS) for name in owners):
+                system.append({"host": hostname, "socket": listener["local"], "owners": owners})
+                continue
             capped.append({"host": hostname, "socket": listener["local"], "backlog": backlog, "somaxconn": live,
                            "owners": owners})
     lines = ["Listen queues (peak over the sampler's window):"]
@@ -82,7 +89,11 @@ def uwsgi_report(probes):
             [c["host"], c["socket"], c["backlog"], c["somaxconn"], ", ".join(c["owners"]) or "?"] for c in capped])
     else:
         lines.append("No listener is capped by an older net.core.somaxconn.")
-    return {"apps": apps, "capped": capped, "missing": missing, "lines": lines}
+    if system:
+        lines.append("Left out: %d socket%s systemd holds itself (its own, journald's, socket-activated services'), "
+                     "which keep the backlog they were created with until the next boot; they are not services to "
+                     "restart for the raise." % (len(system), "" if len(system) == 1 else "s"))
+    return {"apps": apps, "capped": capped, "missing": missing, "system": system, "lines": lines}
 
 
 class FilterModule:

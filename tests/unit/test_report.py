@@ -62,3 +62,14 @@ def test_nothing_is_capped_when_the_limit_was_never_raised():
 def test_a_host_without_metrics_is_named():
     report = f.uwsgi_report({"web-1": probe(textfile_samples=None), "web-2": probe()})
     assert report["missing"] == ["web-1"] and [a["host"] for a in report["apps"]] == ["web-2", "web-2"]
+
+
+def test_systemds_own_sockets_are_left_out_of_the_restart_advice_and_counted():
+    """systemd's and journald's sockets (the captured host's five) keep their
+    backlog until a boot; restarting them is not the fix for an app."""
+    listeners = h.parse_ss_listeners(SS + "tcp LISTEN 0 128 0.0.0.0:80 0.0.0.0:* users:((\"nginx\",pid=7,fd=6))\n")
+    report = f.uwsgi_report({"web-1": probe(listeners=listeners)})
+    assert [c["socket"] for c in report["capped"]] == ["0.0.0.0:80"]
+    assert len(report["system"]) == 5 and all("/run/systemd/" in s["socket"] for s in report["system"])
+    assert report["lines"][-1].startswith("Left out: 5 sockets systemd holds itself")
+    assert not any("systemd" in line for line in report["lines"][:-1])
