@@ -50,7 +50,8 @@ class ActionModule(ActionBase):
             except OSError as exc:
                 raise AnsibleActionFail("cannot read %s: %s" % (source, exc)) from exc
             spec = {key: entry[key] for key in ATTRS if key in entry}
-            spec["content"] = content
+            # The role's own scripts: a diff names each by its checksum instead of printing it.
+            spec.update(content=content, summary=True)
             files.append(spec)
         for entry in args.get("contents") or []:
             files.append({key: entry[key] for key in ATTRS + ("content",) if key in entry})
