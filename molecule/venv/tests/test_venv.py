@@ -108,6 +108,7 @@ def test_plugins_with_pip_are_refused_before_any_change(tmp_path):
     assert "uwsgi_plugins (python3) cannot be loaded by a uWSGI built by pip" in hc.said(run), hc.said(run)[-2500:]
 
 
+@pytest.mark.extended
 def test_new_uwsgi_release_is_built_and_every_app_restarted_on_it(host, tmp_path):
     """Another uwsgi_pip_version rebuilds each venv's uwsgi and really restarts
     the apps on the new binary; the old release comes back the same way."""
