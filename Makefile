@@ -16,6 +16,11 @@ PLATFORM_SCENARIOS ?= default container
 ANSIBLE_SERIES ?= 2.15 2.16 2.17 2.18 2.19
 ANSIBLE_VERIFY ?= fast
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# The playbooks name the role as its users do (backlogops.uwsgi). Ansible finds
+# this checkout under that name through a link kept outside the tree (one per
+# checkout), so the tree holds no link back into itself and an install carries none.
+ROLES_LINK_DIR := $(HOME)/.cache/backlogops-uwsgi/$(shell printf '%s' '$(CURDIR)' | sha256sum | cut -c1-12)/roles
+export ANSIBLE_ROLES_PATH := $(ROLES_LINK_DIR)
 export MOLECULE_DISTRO := $(DISTRO)
 export PY_COLORS := 1
 export ANSIBLE_FORCE_COLOR := 1
@@ -27,7 +32,10 @@ step = @printf '\n\033[1m==> %s\033[0m\n' "$(1)"
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
 
-venv: $(VENV)/.installed  ## Create the pinned Python venv (.venv)
+venv: $(VENV)/.installed $(ROLES_LINK_DIR)/backlogops.uwsgi  ## Create the pinned Python venv (.venv) and the roles path link
+
+$(ROLES_LINK_DIR)/backlogops.uwsgi:
+	@mkdir -p $(ROLES_LINK_DIR) && ln -sfn $(CURDIR) $@
 
 $(VENV)/.installed: requirements-test.txt
 	$(call step,Python venv with the pinned test tools (requirements-test.txt))

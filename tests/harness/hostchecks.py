@@ -9,6 +9,7 @@ uwsgi_host.py), which the unit tier tests against output captured on Debian
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -197,14 +198,27 @@ def restart_container(name: str) -> None:
     subprocess.run(["docker", "restart", "--time", "20", name], check=True, capture_output=True)
 
 
+def roles_path() -> str:
+    """Where playbooks find this checkout as backlogops.uwsgi: the Makefile's
+    link outside the tree (made here too when the tests run without make)."""
+    digest = hashlib.sha256(str(PROJECT).encode()).hexdigest()[:12]
+    path = pathlib.Path.home() / ".cache" / "backlogops-uwsgi" / digest / "roles"
+    link = path / "backlogops.uwsgi"
+    if not link.is_symlink() or os.readlink(link) != str(PROJECT):
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / f".backlogops.uwsgi.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(PROJECT, target_is_directory=True)
+        tmp.replace(link)
+    return str(path)
+
+
 def run_playbook(playbook: str | pathlib.Path, *args: str, inventory: str | None = None,
                  timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run a playbook against the scenario's inventory (or `inventory`) with molecule's settings;
     a run that outlives `timeout` seconds raises subprocess.TimeoutExpired."""
     inventory = inventory or os.environ["MOLECULE_INVENTORY_FILE"]
-    # A playbook outside playbooks/ (a test's own) finds the role there too.
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
-               ANSIBLE_ROLES_PATH=str(PROJECT / "playbooks" / "roles"))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_ROLES_PATH=roles_path())
     return subprocess.run(
         ["ansible-playbook", "-i", inventory, str(playbook), *args],
         capture_output=True, text=True, check=False, env=env, timeout=timeout,
