@@ -27,7 +27,7 @@ export ANSIBLE_FORCE_COLOR := 1
 
 step = @printf '\n\033[1m==> %s\033[0m\n' "$(1)"
 
-.PHONY: help venv docker images docs lint unit test test-extended molecule test-fleet test-platforms test-ansible demo demo-clean bench bench-fleet clean
+.PHONY: help venv docker images docs lint unit test-install release test test-extended molecule test-fleet test-platforms test-ansible demo demo-clean bench bench-fleet clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
@@ -65,6 +65,21 @@ lint: venv  ## yamllint, ruff, ansible-lint (production profile), README vs spec
 	$(call step,ansible-lint: the production profile set in .ansible-lint)
 	ansible-lint
 
+test-install: venv  ## The role as ansible-galaxy installs it at the README's release tag: lean, no loop, lints clean in a user's project
+	$(call step,Install tier: ansible-galaxy role install at the README's release, then lint and syntax-check as a user)
+	pytest -q -p no:cacheprovider tests/install
+
+# `make release VERSION=1.1.0`: the checks of CONTRIBUTING.md's "Releasing", then the tag.
+release: venv  ## Tag release VERSION (its CHANGELOG section and the README's version must be in place, the tree clean)
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=X.Y.Z"; exit 1; }
+	@git diff --quiet HEAD || { echo "commit everything first"; exit 1; }
+	@grep -q '^## $(VERSION) - ' CHANGELOG.md || { echo "CHANGELOG.md has no '## $(VERSION) - DATE' section"; exit 1; }
+	@grep -q '^    version: v$(VERSION)$$' README.md || { echo "README.md's requirements.yml does not install v$(VERSION)"; exit 1; }
+	python tests/harness/readme_vars.py --check
+	git tag -a v$(VERSION) -m "backlogops.uwsgi $(VERSION)"
+	pytest -q -p no:cacheprovider tests/install
+	@echo "tagged v$(VERSION); push it with: git push origin v$(VERSION)"
+
 unit: venv  ## Unit tests of the role's parsers and decisions (tests/unit), in seconds
 	$(call step,Unit tests: parsers against captured host output, the role's decisions)
 	pytest -q -p no:cacheprovider tests/unit
@@ -75,7 +90,7 @@ molecule: venv images  ## Run the molecule SCENARIOS (default: default venv cont
 	  molecule test -s $$s; \
 	done
 
-test: lint unit  ## Lint, unit tests, then every molecule scenario (SCENARIOS) on DISTRO, without the extended tier
+test: lint unit test-install  ## Lint, unit tests, the install tier, then every molecule scenario (SCENARIOS) on DISTRO, without the extended tier
 	@PYTEST_ADDOPTS="-m 'not extended'" $(MAKE) --no-print-directory molecule
 
 test-extended: venv images  ## The extended tier (the operator's worst week beyond make test) of every scenario in SCENARIOS
