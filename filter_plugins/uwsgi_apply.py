@@ -266,12 +266,13 @@ CHAIN_FILE = ("# backlogops.uwsgi touches this file to chain-reload %s (its touc
               "time loads the code on disk while the others serve.\n")
 
 
-def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
+def uwsgi_file_plan(apps, plan, paths, environments, sampler=None, logrotate=False):
     """Every file and directory the role writes for its present apps, for one
     run of the uwsgi_files action: the socket directories it owns and their
     tmpfiles.d entry, the config and helper directories, the helper, and per
     app its environment (secret: from `environments`, the apps with their
-    values), its ini and its Supervisor program (from the public view)."""
+    values), its ini and its Supervisor program (from the public view); with
+    logrotate, the logrotate file that names every app's log."""
     secret = {app["name"]: app for app in environments}
     if plan.get("empty"):
         return {"dirs": [], "templates": [], "copies": [], "contents": []}
@@ -299,6 +300,9 @@ def uwsgi_file_plan(apps, plan, paths, environments, sampler=None):
              "path": "%s/%s.conf" % (paths["supervisor_conf_dir"], app["name"]),
              "owner": "root", "group": "root", "mode": "0644", "backup": True},
         ]
+    if logrotate and apps:
+        templates.append({"src": "etc/logrotate.d/backlogops-uwsgi.j2", "path": paths["logrotate"],
+                          "owner": "root", "group": "root", "mode": "0644"})
     copies = [{"src": "uwsgi_listen.py", "path": paths["helper"], "owner": "root", "group": "root", "mode": "0755"}]
     # A chain-reloaded app's touch-chain-reload file: root's, in root's directory;
     # uWSGI only stats it, and the role touches it to start a chain reload.

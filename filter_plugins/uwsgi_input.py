@@ -33,6 +33,7 @@ RESERVED_OPTIONS = {
     "logto2": "(Supervisor keeps the log)", "ini": "(the role writes the app's ini files)",
     "lazy-apps": "code_reload (chain turns lazy-apps on)", "lazy": "code_reload (chain turns lazy-apps on)",
     "touch-chain-reload": "revision, or the handler uwsgi reload",
+    "disable-logging": "request_logging",
 }
 APP_LOADERS = {"wsgi-file", "mount", "file", "eval", "callable"}
 # Options that bind a socket or a port of their own: only the app's `socket`
@@ -128,6 +129,9 @@ def uwsgi_normalize(apps, settings):
             "options": app.get("options") or {},
             "environment": app.get("environment") or {},
             "revision": None if _pick(app.get("revision"), None) is None else str(app["revision"]),
+            "log_max_bytes": str(_pick(app.get("log_max_bytes"), settings.get("log_max_bytes", "50MB"))),
+            "log_backups": int(_pick(app.get("log_backups"), settings.get("log_backups", 10))),
+            "request_logging": str(_pick(app.get("request_logging"), settings.get("request_logging", "errors"))),
             "code_reload": str(_pick(app.get("code_reload"), settings.get("code_reload", "chain"))),
             "chain": _chain(app, str(_pick(app.get("code_reload"), settings.get("code_reload", "chain")))),
             "uwsgi_venv": uwsgi_venv,
@@ -161,7 +165,7 @@ INI_PLACEHOLDERS = {"uwsgi_role_dollar": "$", "uwsgi_role_at": "@", "uwsgi_role_
 ROLE_INI_KEYS = {
     "plugins", "strict", "master", "processes", "threads", "enable-threads", "socket", "http-socket", "listen",
     "chmod-socket", "chdir", "home", "module", "vacuum", "hook-master-start", "need-app", "ini", "env",
-    "set-placeholder", "lazy-apps", "touch-chain-reload", "hook-post-fork",
+    "set-placeholder", "lazy-apps", "touch-chain-reload", "hook-post-fork", "disable-logging", "log-5xx",
 } | set(INI_PLACEHOLDERS)
 _PLACEHOLDER_REF = re.compile(r"%\(([^)]*)\)")
 
@@ -354,6 +358,11 @@ def uwsgi_input_errors(apps, settings, sysctls):
                               % (where, key, _uncarried(value, ini_names)))
         if app.get("check_path") is not None and not re.match(r"^/[\x21-\x7e]*$", str(app["check_path"])):
             errors.append("%s: check_path %r must be a path starting with / without blanks." % (where, app["check_path"]))
+        if not re.match(r"^\d+(KB|MB|GB)?$", str(app.get("log_max_bytes", "50MB"))):
+            errors.append("%s: log_max_bytes %r is not a size Supervisor reads; give bytes, or a number with KB, MB "
+                          "or GB, such as 50MB." % (where, app.get("log_max_bytes")))
+        if app.get("log_backups", 0) < 0:
+            errors.append("%s: log_backups (%d) must be 0 or more." % (where, app["log_backups"]))
         if app.get("revision") is not None and not re.match(r"^[\x21-\x7e]{1,200}$", app["revision"]):
             errors.append("%s: revision %r must be one word of printable characters (a git SHA, a tag, a release "
                           "name), at most 200." % (where, app["revision"]))
@@ -369,6 +378,10 @@ def uwsgi_input_errors(apps, settings, sysctls):
                 errors.append("%s: %s %r must be an absolute path without blanks." % (where, field, value))
             elif field == "module" and re.search(r"\s", str(value)):
                 errors.append("%s: module %r holds blanks; give a module such as myapp:app." % (where, value))
+    for option in settings.get("logrotate_options") or []:
+        if not _one_line(str(option)) or re.search(r"[{}]", str(option)):
+            errors.append("uwsgi_logrotate_options: %r must be one logrotate directive on one line, without braces."
+                          % (option,))
     present = {app["name"] for app in apps if app["state"] == "present"}
     unknown = [str(n) for n in settings.get("reload_apps") or [] if str(n) not in present]
     if unknown:

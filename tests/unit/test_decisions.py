@@ -45,6 +45,7 @@ def test_normalize_fills_in_the_defaults():
         "startsecs": 2, "options": {}, "environment": {}, "uwsgi_venv": None, "binary": "/usr/bin/uwsgi",
         "ready_timeout": 60, "check_path": None, "packages": [], "requirements": None,
         "revision": None, "code_reload": "chain", "chain": True,
+        "log_max_bytes": "50MB", "log_backups": 10, "request_logging": "errors",
     }
 
 
@@ -392,3 +393,12 @@ def test_a_module_whose_place_cannot_be_known_is_left_to_the_trial(change):
     app = dict(f.uwsgi_public(apps())[0], **change)
     assert not any(p.endswith((".py", "/")) and "/app" in p for p in f.uwsgi_path_checks([app], SETTINGS)
                    if p != "/srv/flaskapp/")
+
+
+def test_log_sizes_supervisor_cannot_read_are_refused():
+    found = " ".join(errors(apps((0, {"log_max_bytes": "50M"}), (1, {"log_backups": -1}))))
+    assert "log_max_bytes '50M' is not a size Supervisor reads" in found
+    assert "log_backups (-1) must be 0 or more" in found
+    assert errors(apps((0, {"log_max_bytes": "1GB", "log_backups": 0}))) == []
+    assert "options.disable-logging is set by the role" in " ".join(
+        errors(apps((0, {"options": {"disable-logging": True}}))))

@@ -305,3 +305,20 @@ def test_a_chain_reloaded_app_gets_a_touch_file_root_owns_and_the_others_none():
     touch = [c for c in plan["contents"] if c["path"].endswith(".reload")]
     assert [(c["path"], c["owner"], c["mode"]) for c in touch] == [
         (PATHS["config_dir"] + "/flaskapp.reload", "root", "0644")]
+
+
+def test_logrotate_gets_one_file_naming_every_apps_log_only_when_asked():
+    full = apps()
+    present = [a for a in f.uwsgi_public(full) if a["state"] == "present"]
+    paths = dict(PATHS, logrotate="/etc/logrotate.d/backlogops-uwsgi")
+    host_plan = f.uwsgi_host_plan(present, probe(), SETTINGS)
+    rotated = f.uwsgi_file_plan(present, host_plan, paths, full, None, True)["templates"]
+    assert [(t["path"], t["owner"], t["mode"]) for t in rotated if "logrotate" in t["src"]] == [
+        ("/etc/logrotate.d/backlogops-uwsgi", "root", "0644")]
+    assert not [t for t in f.uwsgi_file_plan(present, host_plan, paths, full)["templates"] if "logrotate" in t["src"]]
+
+
+def test_a_logrotate_directive_cannot_add_lines_to_roots_file():
+    from test_decisions import errors
+    found = errors(apps(), {"logrotate_options": ["daily", "rotate 7\n}\n/etc/shadow {", "postrotate {"]})
+    assert len(found) == 2 and all("must be one logrotate directive on one line" in e for e in found)

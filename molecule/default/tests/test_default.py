@@ -40,6 +40,21 @@ def test_real_request(host, app):
     hc.check_request(host, app, f"hello from {app['name']}")
 
 
+def test_the_log_keeps_failed_requests_and_rotates_at_its_bounds(host):
+    """request_logging errors (the default): a request answered 200 leaves no
+    line, one answered 500 does; Supervisor rotates at 50MB, keeping 10."""
+    app = APPS[0]
+    log = f"/var/log/supervisor/{app['name']}.log"
+    before = int(host.check_output(f"wc -l < {log}"))
+    hc.check_request(host, app, f"hello from {app['name']}")
+    failed = host.run(f"uwsgiprobe request {app['socket']} '/slow?t=not-a-number'")
+    assert "500" in failed.stdout.splitlines()[0], failed.stdout
+    new = host.check_output(f"tail -n +{before + 1} {log}")
+    assert "GET /slow?t=not-a-number" in new and "GET / " not in new, new
+    program = host.file(f"/etc/supervisor/conf.d/{app['name']}.conf").content_string
+    assert "stdout_logfile_maxbytes=50MB\nstdout_logfile_backups=10\n" in program
+
+
 def test_unix_socket_not_world_writable(host):
     for app in APPS:
         if app["socket"].startswith("/"):
