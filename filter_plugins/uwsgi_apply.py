@@ -350,6 +350,12 @@ def uwsgi_changed_apps(apps, changed_files, paths):
     }
 
 
+def uwsgi_changed_envs(changed, probe):
+    """The apps whose environment this run changed, to say so: not a new app
+    (its first environment is not a change, nor is an empty one)."""
+    return [name for name in changed.get("envs", []) if name in (probe.get("managed") or {})]
+
+
 def uwsgi_sampler_files(settings, probe, check_mode=False):
     """What the file plan writes for the sampler (None when it is off): its
     textfile directory, interval, window and alert ratio; its group (left out
@@ -376,6 +382,7 @@ class FilterModule:
             "uwsgi_listen_fallbacks": uwsgi_listen_fallbacks,
             "uwsgi_file_plan": uwsgi_file_plan,
             "uwsgi_changed_apps": uwsgi_changed_apps,
+            "uwsgi_changed_envs": uwsgi_changed_envs,
             "uwsgi_dirs_restored": uwsgi_dirs_restored,
             "uwsgi_sampler_action": uwsgi_sampler_action,
         }

@@ -322,3 +322,9 @@ def test_a_logrotate_directive_cannot_add_lines_to_roots_file():
     from test_decisions import errors
     found = errors(apps(), {"logrotate_options": ["daily", "rotate 7\n}\n/etc/shadow {", "postrotate {"]})
     assert len(found) == 2 and all("must be one logrotate directive on one line" in e for e in found)
+
+
+def test_a_new_apps_first_environment_is_not_reported_as_changed():
+    """A new app (djsite) with no environment, beside one whose environment changed."""
+    changed = {"envs": ["djsite", "flaskapp"]}
+    assert f.uwsgi_changed_envs(changed, probe()) == ["flaskapp"]
