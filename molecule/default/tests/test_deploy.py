@@ -150,3 +150,30 @@ def test_a_broken_build_fails_the_run_with_its_exception_and_the_previous_build_
     assert builds(host) == {"b3": 40}
     record = json.loads(host.check_output("cat /etc/uwsgi/supervisor/.applied.json"))
     assert record[U]["revision"] == "b2", "a build that failed is not recorded as taken"
+
+
+HANG = ("import uwsgi  # noqa\nif uwsgi.worker_id() >= 2:  # the trial imports it in a master (0); worker 2 hangs\n"
+        "    import time\n    time.sleep(3600)\n")
+
+
+@pytest.mark.extended
+def test_a_chain_that_stops_halfway_fails_the_run_naming_the_workers_on_the_old_code(host, releases):
+    """A build whose import hangs in a worker (not in the trial): uWSGI's
+    chain waits for worker 2 forever; the proof gives up after its bound
+    (4 x ready_timeout + 30 s) and names the workers still on the old code."""
+    host.run_test(f"mkdir -p {RELEASES}/b5 && echo b5 > {RELEASES}/b5/BUILD")
+    host.run_test(f"cat > {RELEASES}/b5/app.py <<'EOF'\n{HANG}EOF\ncat {RELEASES}/b3/app.py >> {RELEASES}/b5/app.py")
+    before = master_and_workers(host)
+    put_in_place(host, "b5")
+    try:
+        run = run_with(releases, "deploy-b5", with_changes(**{U: dict(DEPLOYED, revision="b5", ready_timeout=5)}))
+        said = hc.said(run)
+        assert run.returncode != 0
+        assert "its chain reload did not finish within" in said, said[-3000:]
+        old = [pid for pid in before[1] if f"pid {pid}," in said]
+        assert len(old) >= 2, said[-3000:]
+        assert "and the role keeps no earlier build" in said
+    finally:
+        put_in_place(host, "b3")
+        host.run_test(f"supervisorctl restart {U}")
+        ok(run_with(releases, "deploy-b3", deployed("b3")))
