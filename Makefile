@@ -134,6 +134,8 @@ demo: venv images  ## Show the problem and the role's fix on a local container h
 	python benchmarks/demo.py setup
 	$(call step,Before: backlog in effect; a burst of 1000 connects (peak queue read by the sampler); wrk at 400 connections through nginx)
 	python benchmarks/demo.py measure before
+	$(call step,Hand over: the role never takes over a program it did not write; the classic flaskapp program goes first)
+	python benchmarks/demo.py handover
 	$(call step,Apply the role: ansible-playbook -i benchmarks/inventory/demo.yml playbooks/site.yml)
 	ANSIBLE_PIPELINING=true ansible-playbook -i benchmarks/inventory/demo.yml playbooks/site.yml
 	$(call step,After: the same measurements (the role's sampler); the fleet report playbooks/report.yml before nginx restarts)

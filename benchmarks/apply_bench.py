@@ -81,6 +81,7 @@ def main() -> int:
     lib.create_host(HOST)
     lib.ansible_playbook(INVENTORY, "benchmarks/demo-setup.yml", "--limit", HOST, capture=True)
     lib.copy_into(HOST, lib.PROJECT / "tests" / "app" / "slowfail.py", "/srv/flaskapp/slowfail.py")
+    lib.hand_over(HOST)
     rows = []
     for strategy in ("restart", "graceful"):
         apply(strategy, BASE)

@@ -457,6 +457,7 @@ def main() -> int:
     data["bursts"] += run_bursts("no-kernel", facts)
 
     print(lib.bold("\n-- role: ansible-playbook playbooks/site.yml (listen 4096, somaxconn 4096)"))
+    lib.hand_over(HOST)
     lib.ansible_playbook(INVENTORY, "playbooks/site.yml", "--limit", HOST, capture=True)
     lib.sh(HOST, "systemctl restart nginx")  # nginx's backlog follows somaxconn at listen() only
     data["conditions"].append(conditions("role"))

@@ -8,10 +8,13 @@ on one local container host (uwsgi-demo), measured before and after.
                            connects with the listen-queue sampler watching it,
                            wrk through nginx; after: also the fleet report
                            (playbooks/report.yml); saved for the report
+  demo.py handover         remove the classic setup's hand-written flaskapp
+                           program: the role never takes over a program it
+                           did not write (an operator's one-time migration)
   demo.py report           the before/after table; exit 1 unless after is better
 
-Between `measure before` and `measure after`, the Makefile applies the role
-with the ordinary command:
+Between `measure before` (and `handover`) and `measure after`, the Makefile
+applies the role with the ordinary command:
   ansible-playbook -i benchmarks/inventory/demo.yml playbooks/site.yml
 """
 
@@ -210,6 +213,9 @@ def main() -> int:
         return measure(args[1])
     if args == ["report"]:
         return report()
+    if args == ["handover"]:
+        lib.hand_over(HOST)
+        return 0
     sys.exit(__doc__)
 
 

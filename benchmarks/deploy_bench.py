@@ -92,6 +92,7 @@ def main() -> int:
     print(lib.bold(f"\n-- host {HOST}: the classic setup, then the role with {PROCESSES} workers from /srv/current"))
     lib.create_host(HOST)
     lib.ansible_playbook(INVENTORY, "benchmarks/demo-setup.yml", "--limit", HOST, capture=True)
+    lib.hand_over(HOST)
     for n in range(1, 9):
         lib.sh(HOST, f"mkdir -p /srv/releases/r{n} && cp /srv/flaskapp/app.py /srv/releases/r{n}/ "
                      f"&& echo r{n} > /srv/releases/r{n}/BUILD")

@@ -106,6 +106,13 @@ def create_host(name: str, shared_apt_cache: bool = True) -> None:
         time.sleep(0.5)
 
 
+def hand_over(name: str, program: str = "flaskapp") -> None:
+    """Remove the classic setup's hand-written Supervisor program (benchmarks/demo-setup.yml)
+    so that the role can write its own of that name: the role never takes over a program it
+    did not write. The app stops until the role starts it again."""
+    sh(name, f"supervisorctl stop {program}; rm -f /etc/supervisor/conf.d/{program}.conf && supervisorctl update")
+
+
 def sh(name: str, command: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a shell command inside the container."""
     return run(["docker", "exec", name, "sh", "-c", command], check=check, timeout=timeout)
