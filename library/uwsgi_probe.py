@@ -124,6 +124,7 @@ from ansible.module_utils.uwsgi_host import (
     read_untrusted,
     requirements_digest,
     requirements_files,
+    ss_device,
     untrusted_by,
     workers_left_behind,
 )
@@ -148,7 +149,7 @@ def socket_file(path):
     except OSError:
         return {"exists": False}
     return {"exists": True, "is_socket": stat.S_ISSOCK(st.st_mode), "ino": st.st_ino, "uid": st.st_uid,
-            "dev": "%d/%d" % (os.major(st.st_dev), os.minor(st.st_dev))}
+            "dev": ss_device(st.st_dev)}
 
 
 def user_info(name):

@@ -282,6 +282,15 @@ def untrusted_by(path):
     return None
 
 
+def ss_device(st_dev):
+    """A file's device (stat's st_dev) as `ss --extended` prints a bound unix
+    socket's: the kernel reports its own dev_t (major << 20 | minor), which ss
+    splits with the C library's major() and minor(); the two agree with the
+    real numbers only for major 0 (tmpfs, overlayfs), not for a disk."""
+    kernel = (os.major(st_dev) << 20) | os.minor(st_dev)
+    return "%d/%d" % (os.major(kernel), os.minor(kernel))
+
+
 def socket_in_effect(socket, listeners, socket_file=None, uid=None):
     """The listener that serves an app's socket, and what is wrong with it.
 

@@ -1,5 +1,8 @@
 """The parsers of the host's reports, fed by output captured on Debian hosts."""
 
+import json
+import os
+
 import pytest
 
 from conftest import FIXTURES, uwsgi_host as h
@@ -110,3 +113,18 @@ def test_program_of_pid_walks_up_to_the_master():
 def test_log_tail_keeps_the_last_non_empty_lines():
     assert h.log_tail("a\n\nb\nc\n", 2) == ["b", "c"]
     assert h.log_tail("", 5) == []
+
+
+def test_a_socket_on_a_disk_is_matched_by_the_device_ss_prints():
+    """ss --extended prints the kernel's own dev_t split by the C library
+    (0/65024 for /dev/vda, 254:0): the file at the path is compared the same
+    way, or every socket outside tmpfs would read as replaced."""
+    listeners = h.parse_ss_listeners((FIXTURES / "bookworm" / "ss-listening-disk.txt").read_text())
+    stat_ = json.loads((FIXTURES / "bookworm" / "stat-socket-disk.json").read_text())
+    assert listeners[0]["vfs"] == {"ino": stat_["st_ino"], "dev": "0/65024"}
+    assert (stat_["major"], stat_["minor"]) == (254, 0)
+    assert h.ss_device(stat_["st_dev"]) == "0/65024"
+    file_ = {"exists": True, "ino": stat_["st_ino"], "dev": h.ss_device(stat_["st_dev"]), "uid": 0}
+    assert h.socket_in_effect(stat_["path"], listeners, file_, 0) == (listeners[0], None)
+    # tmpfs (major 0): both ways agree.
+    assert h.ss_device(os.makedev(0, 27)) == "0/27"
