@@ -59,7 +59,7 @@ class ActionModule(ActionBase):
             module_name="uwsgi_files",
             module_args={"dirs": args.get("dirs") or [], "files": files,
                          "secret_files": secret_files, "secret_contents": secret_contents,
-                         "trials": args.get("trials") or []},
+                         "trials": args.get("trials") or [], "write": args.get("write", True)},
             task_vars=task_vars,
         ))
         return result

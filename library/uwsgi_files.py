@@ -20,7 +20,14 @@ description:
     nothing.
   - Supports check mode and diff mode (no trial runs in check mode). O(secret_files) are never
     shown, in diffs or logs.
+  - With O(write=false) it tries, and reports in C(changed_files) what would change, writing
+    nothing (changed is false): the role tries every host of a batch before any of them writes,
+    so that a host refused by its trial stops the batch before the others are touched.
 options:
+  write:
+    type: bool
+    default: true
+    description: Write the files (false - try the apps and report what would change).
   dirs:
     type: list
     elements: dict
@@ -285,6 +292,7 @@ def main():
             # Only the contents are secret: paths, owners and modes stay readable in the output.
             "secret_files": {"type": "list", "elements": "dict", "default": [], "options": file_spec},
             "secret_contents": {"type": "list", "elements": "str", "default": [], "no_log": True},
+            "write": {"type": "bool", "default": True},
             "trials": {"type": "list", "elements": "dict", "default": [], "options": {
                 "name": {"type": "str", "required": True},
                 "ini": {"type": "path", "required": True},
@@ -310,6 +318,10 @@ def main():
     contents = {spec["path"]: to_bytes(spec["content"]) for spec in module.params["files"]}
     contents.update({spec["path"]: to_bytes(content) for spec, content in zip(module.params["secret_files"], secrets)})
     try_apps(module, module.params["trials"], contents, result)
+    write = module.params["write"]
+    if not write:
+        # Tried only: what would change is reported, and written by the task that follows.
+        module.check_mode = True
     for spec in module.params["dirs"]:
         ensure_dir(module, spec, result)
     for spec in module.params["files"]:
@@ -317,9 +329,9 @@ def main():
     for spec, content in zip(module.params["secret_files"], secrets):
         write_file(module, dict(spec, content=content), True, result)
     diff = result.pop("diff")
-    if module._diff and diff:  # pylint: disable=protected-access
+    if module._diff and diff and write:  # pylint: disable=protected-access
         result["diff"] = diff
-    module.exit_json(changed=bool(result["changed_files"]), **result)
+    module.exit_json(changed=bool(result["changed_files"]) and write, **result)
 
 
 if __name__ == "__main__":
