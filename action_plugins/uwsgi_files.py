@@ -25,7 +25,7 @@ ATTRS = ("path", "owner", "group", "mode", "backup")
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("dirs", "templates", "copies", "contents", "trials"))
+    _VALID_ARGS = frozenset(("dirs", "templates", "copies", "contents", "trials", "write"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
