@@ -8,7 +8,8 @@ Arguments:
              secret: true for content never shown in output or diffs);
   copies:    files copied from the role's files/ (src, path, owner, group, mode);
   contents:  files given whole (content, path, owner, group, mode, backup);
-  trials:    apps to try aside before their files are written, passed to the module as they are.
+  trials:    apps to try aside before their files are written, passed to the module as they are;
+  write:     false to try the apps and report what would change, writing nothing.
 
 The templates are rendered with Ansible's own template lookup, so they see the
 play's variables and `ansible_managed` exactly as the template module would.
