@@ -131,8 +131,10 @@ def test_fault_stops_the_rollout_and_the_others_keep_serving():
     # The broken host is back on its previous config and serving.
     assert seen["fleet-3"] == 2048
     hc.check_request(HOSTS["fleet-3"], app(2048), "hello from fleet-3")
-    # fleet-4 shared the failed batch; the later batch was not touched.
-    assert seen["fleet-4"] == 3072
+    # Every host of a batch is tried before any writes: fleet-4, which shared the
+    # failed batch, was not touched either (its files too are as they were).
+    assert seen["fleet-4"] == 2048 and after["fleet-4"] == before["fleet-4"], (seen, before, after)
+    assert "listen = 2048" in HOSTS["fleet-4"].file("/etc/uwsgi/supervisor/flaskapp.ini").content_string
     recap = "\n".join(line for line in run.stdout.splitlines() if line.startswith(("PLAY", "fleet-", "TASK [Take")))
     assert "fleet-5" not in run.stdout, recap
     assert seen["fleet-5"] == 2048 and after["fleet-5"] == before["fleet-5"], (seen, before, after, recap)
