@@ -138,13 +138,14 @@ def test_a_change_an_interrupted_run_left_in_the_files_is_applied(host, tmp_path
 
 @pytest.mark.extended
 def test_when_the_live_change_is_refused_the_app_is_restarted_and_the_run_says_why(host, tmp_path):
-    """A master that made itself non-dumpable refuses pidfd_getfd: fall back to a restart."""
-    hardened = with_changes(**{UNIX_APP["name"]: {"module": "nodump:app"}})
+    """A master that made itself non-dumpable refuses pidfd_getfd: fall back to a restart.
+    (code_reload graceful: the master imports the app, so the app's prctl is the master's.)"""
+    nodump = {"module": "nodump:app", "code_reload": "graceful"}
+    hardened = with_changes(**{UNIX_APP["name"]: nodump})
     try:
         ok(run_with(tmp_path, "nodump", hardened))
         pid = hc.supervisor_state(host, UNIX_APP["name"])[1]
-        run = ok(run_with(tmp_path, "nodump-listen", with_changes(**{UNIX_APP["name"]: {"module": "nodump:app",
-                                                                                        "listen": 3000}})))
+        run = ok(run_with(tmp_path, "nodump-listen", with_changes(**{UNIX_APP["name"]: dict(nodump, listen=3000)})))
         said = hc.said(run)
         assert "could not be applied to the open socket (permission" in said, said[-3000:]
         assert "restarting it instead" in said
