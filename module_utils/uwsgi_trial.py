@@ -12,6 +12,7 @@ output; run() and run_all() start the processes (library/uwsgi_files.py)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import select
@@ -182,6 +183,32 @@ def _kill(proc):
         pass
 
 
+def _read_until_exit(proc, deadline):
+    """What the trial prints until its process exits (or `deadline`): (data,
+    timed_out). Its exit ends the wait even when something it forked still
+    holds the pipe open (an import that starts a daemon)."""
+    data = b""
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return data, True
+        exited = proc.poll() is not None
+        ready, _, _ = select.select([fd], [], [], 0 if exited else min(left, 0.2))
+        chunk = b""
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                chunk = None
+            if chunk == b"":
+                return data, False
+            data = (data + (chunk or b""))[-OUTPUT_LIMIT:]
+        if exited and not chunk:
+            return data, False
+
+
 def run(argv, timeout, cwd="/"):
     """Run one trial: (output, returncode, timed_out, seconds). The process
     runs in a session of its own, killed whole when `timeout` passes; only
@@ -192,22 +219,9 @@ def run(argv, timeout, cwd="/"):
                                 cwd=cwd, env=_clean_env(), start_new_session=True, close_fds=True)
     except OSError as exc:
         return "cannot start %s: %s" % (argv[0], exc), None, False, 0.0
-    data = b""
-    timed_out = False
-    fd = proc.stdout.fileno()
-    deadline = started + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            timed_out = True
-            _kill(proc)
-            break
-        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            data = (data + chunk)[-OUTPUT_LIMIT:]
+    data, timed_out = _read_until_exit(proc, started + timeout)
+    if timed_out:
+        _kill(proc)
     proc.stdout.close()
     try:
         returncode = proc.wait(timeout=10)
@@ -219,8 +233,76 @@ def run(argv, timeout, cwd="/"):
     return data.decode("utf-8", "replace"), returncode, timed_out, time.monotonic() - started
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper():
+    """Orphans of the trials (a daemon an import forked, even in a session
+    of its own) become this process's children instead of init's, so that
+    none escapes the sweep after the trials."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def descendants(pid, parents):
+    """Every process below `pid` in `parents` ({pid: ppid})."""
+    found, todo = [], [pid]
+    while todo:
+        here = todo.pop()
+        children = [child for child, parent in parents.items() if parent == here]
+        found += children
+        todo += children
+    return found
+
+
+def _parents():
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry, encoding="ascii", errors="replace") as handle:
+                    parents[int(entry)] = int(handle.read().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return parents
+
+
+def sweep():
+    """Kill and reap every process the trials left below this one; how many there were."""
+    killed = 0
+    for _ in range(20):
+        left = descendants(os.getpid(), _parents())
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+        time.sleep(0.05)
+        _reap()
+    _reap()
+    return killed
+
+
+def _reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def run_all(trials):
-    """Run every trial at once (each is {argv, timeout}); their results in order."""
+    """Run every trial at once (each is {argv, timeout}); their results in
+    order. Nothing a trial started outlives run_all."""
+    _become_subreaper()
     results = [None] * len(trials)
 
     def one(index, trial):
@@ -231,4 +313,5 @@ def run_all(trials):
         thread.start()
     for thread in threads:
         thread.join()
+    sweep()
     return results

@@ -2,6 +2,7 @@
 (captured from uWSGI on each release, tests/unit/fixtures/RELEASE/trial), and the
 process runner's bounds."""
 
+import os
 import sys
 import time
 
@@ -142,6 +143,33 @@ def test_run_all_runs_trials_at_once():
     started = time.monotonic()
     results = t.run_all([{"argv": [sys.executable, "-c", "import time; time.sleep(1)"], "timeout": 10}] * 3)
     assert [r[1] for r in results] == [0, 0, 0] and time.monotonic() - started < 2.8
+
+
+DAEMONIZING_IMPORT = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        open(sys.argv[1], "w").write(str(os.getpid()))
+        time.sleep(60)
+    os._exit(0)
+print("loaded", flush=True)
+time.sleep(0.5)
+raise SystemExit(75)
+"""
+
+
+def test_a_trial_whose_import_starts_a_daemon_ends_with_the_import_and_leaves_nothing(tmp_path):
+    """The daemon leaves the trial's session and holds its output open: the
+    trial still ends when its process exits, and the daemon is killed."""
+    pidfile = tmp_path / "daemon.pid"
+    started = time.monotonic()
+    [(output, code, timed_out, _)] = t.run_all(
+        [{"argv": [sys.executable, "-c", DAEMONIZING_IMPORT, str(pidfile)], "timeout": 30}])
+    assert (output.strip(), code, timed_out) == ("loaded", 75, False)
+    assert time.monotonic() - started < 5
+    daemon = int(pidfile.read_text())
+    assert not os.path.exists(f"/proc/{daemon}"), "the daemon the import started is still there"
 
 
 PATHS = {"config_dir": "/etc/uwsgi/supervisor", "supervisor_conf_dir": "/etc/supervisor/conf.d"}
