@@ -13,14 +13,16 @@ description:
     O(secret_files) whose content, owner, group or mode differs. A file is replaced
     atomically (a temporary file in its directory is renamed over it), after a backup of the
     old one when O(files[].backup) is set.
-  - Before anything is written, each app of O(trials) whose ini, environment or program would
+  - >-
+    Before anything is written, each app of O(trials) whose ini, environment or program would
     change (or that names a O(trials[].force) reason) is started aside with its new files: its
     own binary, user and group, on a private socket, until uWSGI has loaded the app or gave up.
     When a trial fails, the module fails naming the app and uWSGI's own lines, and writes
     nothing.
   - Supports check mode and diff mode (no trial runs in check mode). O(secret_files) are never
     shown, in diffs or logs.
-  - With O(write=false) it tries, and reports in C(changed_files) what would change, writing
+  - >-
+    With O(write=false) it tries, and reports in C(changed_files) what would change, writing
     nothing (changed is false): the role tries every host of a batch before any of them writes,
     so that a host refused by its trial stops the batch before the others are touched.
 options:
@@ -53,7 +55,8 @@ options:
     elements: dict
     default: []
     description:
-      - Apps to try aside before their files are written (name, ini, env, program: the paths of
+      - >-
+        Apps to try aside before their files are written (name, ini, env, program: the paths of
         its files among O(files) and O(secret_files); binary, uid, gid, setpriv, timeout; force:
         a reason to try it even when its files do not change; chdir and module, to name them in a
         failure; home, a virtualenv to import the app from instead of its own).
@@ -81,6 +84,7 @@ import os
 import pwd
 import shutil
 import tempfile
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes
@@ -155,8 +159,9 @@ def write_file(module, spec, secret, result):
                 else show(before), "after": show(content)}
         if not module.check_mode:
             if before not in (None, NOT_REGULAR) and spec.get("backup"):
-                result["backups"][path] = module.backup_local(path)
+                result["backups"][path] = backup(path)
             replace(module, spec, path, content)
+            result["undo"].append((path, result["backups"].get(path), before is None))
     else:
         diff = {"before": {"path": path}, "after": {"path": path}}
         if not module.set_fs_attributes_if_different(attrs(module, spec, path), False, diff):
@@ -164,6 +169,37 @@ def write_file(module, spec, secret, result):
     result["changed_files"].append(path)
     if not secret:
         result["diff"].append(diff)
+
+
+def backup(path):
+    """A copy of `path` beside it (named as Ansible's backups are); a copy
+    that fails half-way is removed before the error goes on."""
+    dest = "%s.%s.%s" % (path, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S~"))
+    try:
+        shutil.copy2(path, dest, follow_symlinks=False)
+    except OSError:
+        if os.path.lexists(dest):
+            os.unlink(dest)
+        raise
+    return dest
+
+
+def undo_writes(undo):
+    """Put back every file a failed write replaced (its backup takes its name
+    again) and remove the ones it created: a write stopped half-way (a full
+    disk) leaves the files as they were, and no backup behind."""
+    left = []
+    for path, backup, created in reversed(undo):
+        try:
+            if backup:
+                os.replace(backup, path)
+            elif created:
+                os.unlink(path)
+        except OSError as exc:
+            left.append("%s (%s)" % (path, exc.strerror))
+    if left:
+        return "These files could not be put back: %s." % ", ".join(left)
+    return "Every file this run had written was put back; nothing else was changed."
 
 
 def replace(module, spec, path, content):
@@ -311,7 +347,7 @@ def main():
         },
         supports_check_mode=True,
     )
-    result = {"changed_files": [], "backups": {}, "diff": [], "trials": []}
+    result = {"changed_files": [], "backups": {}, "diff": [], "trials": [], "undo": []}
     secrets = module.params["secret_contents"]
     if len(secrets) != len(module.params["secret_files"]):
         module.fail_json(msg="secret_contents must hold one content for each of secret_files")
@@ -322,12 +358,17 @@ def main():
     if not write:
         # Tried only: what would change is reported, and written by the task that follows.
         module.check_mode = True
-    for spec in module.params["dirs"]:
-        ensure_dir(module, spec, result)
-    for spec in module.params["files"]:
-        write_file(module, spec, False, result)
-    for spec, content in zip(module.params["secret_files"], secrets):
-        write_file(module, dict(spec, content=content), True, result)
+    try:
+        for spec in module.params["dirs"]:
+            ensure_dir(module, spec, result)
+        for spec in module.params["files"]:
+            write_file(module, spec, False, result)
+        for spec, content in zip(module.params["secret_files"], secrets):
+            write_file(module, dict(spec, content=content), True, result)
+    except OSError as exc:
+        module.fail_json(msg="cannot write %s: %s. %s" % (
+            getattr(exc, "filename", None) or "the apps' files", exc.strerror or exc, undo_writes(result["undo"])))
+    result.pop("undo")
     diff = result.pop("diff")
     if module._diff and diff and write:  # pylint: disable=protected-access
         result["diff"] = diff

@@ -38,6 +38,7 @@ taken_over:
 import fcntl
 import json
 import os
+import stat
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -58,12 +59,17 @@ except ImportError:  # pragma: no cover - outside Ansible's module packaging
         sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
         _spec.loader.exec_module(sys.modules[_spec.name])
 
-from ansible.module_utils.uwsgi_host import lock_decision
+from ansible.module_utils.uwsgi_host import lock_decision, untrusted_by
+
+NOT_ROOT = ("this run is not root on the host (uid %d): the role writes system files and starts programs "
+            "as their users, so it needs root. Set `become: true` on the play (or connect as root). Nothing "
+            "was changed.")
+HOLDER_LIMIT = 65536
 
 
 def read_holder(fd):
     os.lseek(fd, 0, os.SEEK_SET)
-    data = os.read(fd, 65536)
+    data = os.read(fd, HOLDER_LIMIT)
     try:
         holder = json.loads(data.decode("utf-8")) if data.strip() else {}
     except ValueError:
@@ -76,6 +82,73 @@ def write_holder(fd, holder):
     os.ftruncate(fd, 0)
     os.write(fd, (json.dumps(holder, sort_keys=True) + "\n").encode())
     os.fsync(fd)
+
+
+def host_clock():
+    """This boot's id and the seconds since it (CLOCK_BOOTTIME: no wall clock step moves it)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            boot_id = handle.read().strip()
+    except OSError:
+        boot_id = ""
+    return {"boot_id": boot_id, "uptime": round(time.clock_gettime(time.CLOCK_BOOTTIME), 2)}
+
+
+def open_lock(module, path, create):
+    """The lock file, in a directory only root can write (made 0700 when
+    missing); None in check mode when it does not exist yet. A file or a
+    directory anyone else could have made or changed is never trusted."""
+    directory = os.path.dirname(path)
+    if create:
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        module.fail_json(msg="cannot open the role's lock %s: %s. Nothing was changed." % (path, exc))
+    st = os.fstat(fd)
+    others = untrusted_by(path)
+    if others or not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        os.close(fd)
+        module.fail_json(msg="the role's lock %s is not root's alone (%s): something other than the role made it. "
+                         "Find out what did, remove it, and run again; nothing was changed." % (
+                             path, others or "owner uid %d, mode %o" % (st.st_uid, stat.S_IMODE(st.st_mode))))
+    return fd
+
+
+def flock_until(fd, deadline):
+    """Take the file's flock (only the role's own calls take it, briefly), giving up at `deadline`."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+
+def decide(module, fd, p):
+    """One look at the holder under the file's flock: exits the module when done, else returns the decision."""
+    current = read_holder(fd)
+    if p["state"] == "read" or module.check_mode:
+        module.exit_json(changed=False, holder=current, taken_over="")
+    if p["state"] == "released":
+        mine = current.get("id") == p["holder"].get("id")
+        if mine:
+            write_holder(fd, {})
+        module.exit_json(changed=mine, holder=current, taken_over="")
+    clock = host_clock()
+    decision = lock_decision(current, p["holder"], time.time(), p["stale_after"], p["stale"], clock)
+    if decision["take"]:
+        write_holder(fd, dict(p["holder"], taken=time.time(), **clock))
+        module.exit_json(changed=True, holder=current, taken_over=decision["why"])
+    return current, decision
 
 
 def main():
@@ -91,34 +164,28 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    directory = os.path.dirname(p["path"])
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
+    if os.geteuid() != 0:
+        module.fail_json(msg=NOT_ROOT % os.geteuid())
+    fd = open_lock(module, p["path"], create=not module.check_mode)
+    if fd is None:
+        module.exit_json(changed=False, holder={}, taken_over="")
     deadline = time.monotonic() + max(p["wait"], 0)
-    while True:
-        fd = os.open(p["path"], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            current = read_holder(fd)
-            if p["state"] == "read" or module.check_mode:
-                module.exit_json(changed=False, holder=current, taken_over="")
-            if p["state"] == "released":
-                mine = current.get("id") == p["holder"].get("id")
-                if mine:
-                    write_holder(fd, {})
-                module.exit_json(changed=mine, holder=current, taken_over="")
-            decision = lock_decision(current, p["holder"], time.time(), p["stale_after"], p["stale"])
-            if decision["take"]:
-                write_holder(fd, dict(p["holder"], taken=time.time()))
-                module.exit_json(changed=True, holder=current, taken_over=decision["why"])
-        finally:
-            os.close(fd)
-        if time.monotonic() >= deadline:
-            module.fail_json(msg="another run of the role is changing this host: %s. It was waited for %d s "
-                             "(uwsgi_lock_wait). Let it finish and run again; if that run is dead, the lock is "
-                             "taken over once it is %d s old (uwsgi_lock_stale_after), or at once from its own "
-                             "controller." % (decision["who"], p["wait"], p["stale_after"]), holder=current)
-        time.sleep(1)
+    try:
+        while True:
+            if not flock_until(fd, deadline):
+                module.fail_json(msg="the role's lock %s stayed busy for %d s (uwsgi_lock_wait). Run again."
+                                 % (p["path"], p["wait"]))
+            current, decision = decide(module, fd, p)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            if time.monotonic() >= deadline:
+                module.fail_json(msg="another run of the role is changing this host: %s. It was waited for %d s "
+                                 "(uwsgi_lock_wait). Let it finish and run again; if that run is dead, the lock "
+                                 "is taken over once it is %d s old (uwsgi_lock_stale_after), or at once from "
+                                 "its own controller." % (decision["who"], p["wait"], p["stale_after"]),
+                                 holder=current)
+            time.sleep(1)
+    finally:
+        os.close(fd)
 
 
 if __name__ == "__main__":

@@ -424,19 +424,40 @@ def lock_holder_text(holder):
         time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)) if started else "at an unknown time", since)
 
 
-def lock_decision(current, me, now, stale_after, stale_id=None):
+def lock_age(current, now, clock=None):
+    """How long (seconds) a holder has held the lock, or why its age cannot
+    be trusted. The host's boot id and CLOCK_BOOTTIME (`clock`) count it
+    when the holder has them: a step of the wall clock moves neither."""
+    clock = clock or {}
+    if current.get("boot_id") and clock.get("boot_id"):
+        if current["boot_id"] != clock["boot_id"]:
+            return None, "it was taken before the host's last boot"
+        return float(clock["uptime"]) - float(current.get("uptime", 0)), ""
+    taken = current.get("taken")
+    if taken is None:
+        return None, ""
+    if float(taken) > now + 60:
+        return None, "its time (%s) lies in the future" % time.strftime(
+            "%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(taken)))
+    return now - float(taken), ""
+
+
+def lock_decision(current, me, now, stale_after, stale_id=None, clock=None):
     """Whether this run (`me`) takes the host's lock from its `current`
     holder: {take, why (a takeover's reason), who (the holder, when it
     waits)}. Free, or its own, it takes it; it takes it over from a run its
-    controller knows to be dead (stale_id) or that took it more than
-    stale_after seconds ago; otherwise it waits."""
+    controller knows to be dead (stale_id), one from before the host's last
+    boot or dated in the future, or one that took it more than stale_after
+    seconds ago; otherwise it waits."""
     if not current.get("id") or current.get("id") == me.get("id"):
         return {"take": True, "why": "", "who": ""}
     who = lock_holder_text(current)
     if stale_id and current.get("id") == stale_id:
         return {"take": True, "why": "the run that held it is dead (%s)" % who, "who": who}
-    taken = current.get("taken")
-    if taken is not None and now - float(taken) > stale_after:
+    age, untrusted = lock_age(current, now, clock)
+    if untrusted:
+        return {"take": True, "why": "%s (%s)" % (untrusted, who), "who": who}
+    if age is not None and age > stale_after:
         return {"take": True, "why": "it was held for more than %d s (%s)" % (stale_after, who), "who": who}
     return {"take": False, "why": "", "who": who}
 

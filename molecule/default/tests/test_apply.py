@@ -264,7 +264,7 @@ def test_two_runs_at_once_take_turns_and_the_last_backlog_is_in_effect(host, tmp
         assert "listen = 2500" in ini
         hc.check_backlog(host, dict(UNIX_APP, listen=2500))
         assert not host.run("ls /etc/uwsgi/supervisor/ /etc/supervisor/conf.d/ | grep '~$'").stdout.strip()
-        assert host.file("/run/lock/backlogops-uwsgi.lock").content_string.strip() == "{}"
+        assert host.file("/run/backlogops-uwsgi/lock").content_string.strip() == "{}"
     finally:
         ok(run_with(tmp_path, "at-once-back", BASE_APPS))
 
