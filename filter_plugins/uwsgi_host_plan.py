@@ -441,6 +441,13 @@ def uwsgi_preflight_errors(plan, probe, ctx):
     (the limits the run persists)."""
     errors = []
     target = ctx.get("target", "host")
+    if probe.get("log_dir_writable_by"):
+        errors.append(
+            "uwsgi_log_dir %s can be changed by someone other than root: %s. Supervisor opens the apps' logs there "
+            "as root, so whoever can write there can swap a log for a symlink and have root create or append to "
+            "any file. Make it root's alone (chown root:root, no group or other write, on it and the directories "
+            "above it), or choose another directory, such as the default /var/log/supervisor."
+            % (ctx.get("log_dir", "the log directory"), probe["log_dir_writable_by"]))
     if target == "host" and ctx.get("install_packages") and probe.get("systemd") is False:
         errors.append(
             "no systemd runs on %s, so nothing would keep Supervisor running. Nothing was changed. In a container "

@@ -64,6 +64,8 @@ from ansible.module_utils.uwsgi_host import lock_decision, untrusted_by
 NOT_ROOT = ("this run is not root on the host (uid %d): the role writes system files and starts programs "
             "as their users, so it needs root. Set `become: true` on the play (or connect as root). Nothing "
             "was changed.")
+UNTRUSTED = ("the role's lock %s is not root's alone (%s): something other than the role made it. Find out what "
+             "did, remove it, and run again; nothing was changed.")
 HOLDER_LIMIT = 65536
 
 
@@ -104,6 +106,9 @@ def open_lock(module, path, create):
             os.mkdir(directory, 0o700)
         except FileExistsError:
             pass
+    others = untrusted_by(directory)
+    if others:
+        module.fail_json(msg=UNTRUSTED % (path, others))
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_CREAT if create else 0)
     try:
         fd = os.open(path, flags, 0o600)
@@ -115,9 +120,8 @@ def open_lock(module, path, create):
     others = untrusted_by(path)
     if others or not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
         os.close(fd)
-        module.fail_json(msg="the role's lock %s is not root's alone (%s): something other than the role made it. "
-                         "Find out what did, remove it, and run again; nothing was changed." % (
-                             path, others or "owner uid %d, mode %o" % (st.st_uid, stat.S_IMODE(st.st_mode))))
+        module.fail_json(msg=UNTRUSTED % (
+            path, others or "owner uid %d, mode %o" % (st.st_uid, stat.S_IMODE(st.st_mode))))
     return fd
 
 

@@ -121,6 +121,7 @@ from ansible.module_utils.uwsgi_host import (
     parse_sysctl_grep,
     parse_tmpfiles_dirs,
     program_of_pid,
+    read_log,
     read_untrusted,
     requirements_digest,
     requirements_files,
@@ -133,12 +134,10 @@ BACKUP = re.compile(r"^(?P<name>.+)\.\d+\.\d{4}-\d{2}-\d{2}@\d{2}:\d{2}:\d{2}~$"
 SETTLING = ("STARTING", "BACKOFF", "STOPPING")
 
 
-def read(path, default=None):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return default
+def read(path, default=None, limit=1024 * 1024):
+    """A file's text; `default` when it is missing, a symlink, not a regular file or above `limit`."""
+    data = read_untrusted(path, limit)
+    return default if data in (None, NOT_REGULAR) else data.decode("utf-8", "replace")
 
 
 def socket_file(path):
@@ -218,9 +217,7 @@ def last_start(log_dir, name, pid):
     log (uWSGI prints it at every start and graceful reload, after reading its
     ini), else the process's start time."""
     try:
-        with open(os.path.join(log_dir, "%s.log" % name), "rb") as handle:
-            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 262144))
-            tail = handle.read().decode("utf-8", "replace")
+        tail = read_log(os.path.join(log_dir, "%s.log" % name), limit=262144)[0].decode("utf-8", "replace")
         found = BANNER.findall(tail)
         if found:
             return time.mktime(time.strptime(" ".join(found[-1].split()), "%a %b %d %H:%M:%S %Y"))
@@ -364,14 +361,7 @@ GAVE_UP = ("no app loaded. GAME OVER", "goodbye to uWSGI")  # need-app's exit; a
 
 
 def log_since(log_dir, name, offset):
-    try:
-        with open(os.path.join(log_dir, "%s.log" % name), "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return ""
-    offset = int(offset or 0)
-    # A log shorter than the offset was rotated: all of it is new.
-    return data[offset if len(data) >= offset else 0:].decode("utf-8", "replace")
+    return read_log(os.path.join(log_dir, "%s.log" % name), int(offset or 0))[0].decode("utf-8", "replace")
 
 
 def wait_ready(module, p, supervisor):
@@ -555,7 +545,7 @@ def main():
 
     sysctl_live = {}
     for key in p["sysctl_keys"]:
-        value = read("/proc/sys/" + key.replace(".", "/"))
+        value = read("/proc/sys/" + key.replace(".", "/"), limit=65536)
         sysctl_live[key] = int(value) if value and value.strip().isdigit() else None
     sysctl_settings = []
     if p["sysctl_paths"]:
@@ -582,9 +572,11 @@ def main():
     log_sizes = {}
     for path in glob.glob(os.path.join(p["log_dir"], "*.log")):
         try:
-            log_sizes[os.path.basename(path)[:-4]] = os.path.getsize(path)
+            st = os.lstat(path)
         except OSError:
-            pass
+            continue
+        if stat.S_ISREG(st.st_mode):
+            log_sizes[os.path.basename(path)[:-4]] = st.st_size
 
     workers = {}
     children = children_of([s["pid"] for s in supervisor["programs"].values() if s["pid"]])
@@ -629,6 +621,8 @@ def main():
         "backups": backups([p["config_dir"], p["supervisor_conf_dir"]]),
         "applied": applied_record(p["applied_file"]),
         "log_sizes": log_sizes,
+        # Supervisor (root) opens the logs there: an app user who could swap one for a symlink steers root's writes.
+        "log_dir_writable_by": untrusted_by(p["log_dir"]),
         "logs": logs,
         "packages": packages,
         "python_apt": python_apt,

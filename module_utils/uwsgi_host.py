@@ -259,6 +259,33 @@ def read_untrusted(path, limit):
     return data if len(data) <= limit else NOT_REGULAR
 
 
+def read_log(path, offset=0, limit=1024 * 1024):
+    """An app's log from `offset` (all of it when it is shorter, as after a
+    rotation), at most its last `limit` bytes, and its size: never through a
+    symlink, never a FIFO or a device (those read as empty, size None), so
+    that nothing an app user puts at a log's path can hang or redirect root."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return b"", None
+    try:
+        size = os.fstat(fd).st_size
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b"", None
+        start = max(offset if size >= offset else 0, size - limit)
+        os.lseek(fd, start, os.SEEK_SET)
+        chunks, left = [], size - start
+        while left > 0:
+            chunk = os.read(fd, min(left, 1024 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks), size
+    finally:
+        os.close(fd)
+
+
 def untrusted_by(path):
     """Who else than root could change what is at `path`: the first of it and
     its parent directories that is not root's, or is writable by its group or

@@ -328,3 +328,11 @@ def test_a_new_apps_first_environment_is_not_reported_as_changed():
     """A new app (djsite) with no environment, beside one whose environment changed."""
     changed = {"envs": ["djsite", "flaskapp"]}
     assert f.uwsgi_changed_envs(changed, probe()) == ["flaskapp"]
+
+
+def test_preflight_refuses_a_log_directory_an_app_user_can_write():
+    seen = {"proc_sys_writable": True, "sysctl_settings": [],
+            "log_dir_writable_by": "/srv/shop/logs (owner 33, mode 0755)"}
+    found = f.uwsgi_preflight_errors({"errors": []}, seen, dict(CTX, log_dir="/srv/shop/logs"))
+    assert len(found) == 1 and found[0].startswith("uwsgi_log_dir /srv/shop/logs can be changed by someone other")
+    assert "(owner 33, mode 0755)" in found[0] and "symlink" in found[0]

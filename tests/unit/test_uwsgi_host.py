@@ -128,3 +128,23 @@ def test_a_socket_on_a_disk_is_matched_by_the_device_ss_prints():
     assert h.socket_in_effect(stat_["path"], listeners, file_, 0) == (listeners[0], None)
     # tmpfs (major 0): both ways agree.
     assert h.ss_device(os.makedev(0, 27)) == "0/27"
+
+
+def test_a_log_is_read_from_its_offset_within_a_bound(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_bytes(b"old\n" * 10 + b"new line\n")
+    assert h.read_log(str(log), 40) == (b"new line\n", 49)
+    # Shorter than the offset: rotated, all of it is new.
+    assert h.read_log(str(log), 4000)[0].startswith(b"old\n")
+    assert h.read_log(str(log), 0, limit=9) == (b"new line\n", 49)
+
+
+def test_a_fifo_or_a_symlink_at_a_log_s_path_reads_as_nothing_at_once(tmp_path):
+    fifo = tmp_path / "fifo.log"
+    os.mkfifo(fifo)
+    secret = tmp_path / "shadow"
+    secret.write_text("root:secret")
+    (tmp_path / "link.log").symlink_to(secret)
+    assert h.read_log(str(fifo)) == (b"", None)
+    assert h.read_log(str(tmp_path / "link.log")) == (b"", None)
+    assert h.read_log(str(tmp_path / "missing.log")) == (b"", None)
