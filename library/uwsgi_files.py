@@ -113,6 +113,10 @@ from ansible.module_utils.uwsgi_trial import run_all, trial_ini, verdict
 # file belongs to its app's user, who may make it any size): a larger one
 # differs from whatever the role writes.
 READ_LIMIT = 4 * 1024 * 1024
+# A trial's environment when the app has none written: as the role writes it
+# for an app without environment (templates/etc/uwsgi/app.env.ini.j2), with an
+# option in its section, since uWSGI warns about a section that sets nothing.
+EMPTY_ENV = b"[uwsgi]\nset-placeholder = uwsgi_role_empty=\n"
 
 
 def read_bytes(path):
@@ -246,7 +250,7 @@ def prepare_trial(spec, contents):
     if ini is None:
         ini = read_bytes(spec["ini"]) or b""
     if env is None:
-        env = read_bytes(spec["env"]) or b"[uwsgi]\n"
+        env = read_bytes(spec["env"]) or EMPTY_ENV
     env_path, ini_path = os.path.join(directory, "env.ini"), os.path.join(directory, "trial.ini")
     _write_private(env_path, env, uid, gid)
     text = trial_ini(ini.decode("utf-8", "replace"), env_path, os.path.join(directory, "trial.sock"), spec.get("home"))

@@ -76,3 +76,21 @@ def read_value(line_value, options=None, env=None, files=None):
         return "".join(options.get(token, "") for token in key.split(" "))
 
     return apply_pass(value, "%", placeholder)
+
+
+def section_options(text, section="uwsgi"):
+    """The keys uWSGI takes from `section` of an ini file (core/ini.c
+    uwsgi_ini_config): only a `key = value` line inside it counts, so a file
+    with the section's header and nothing in it gets uWSGI's `Can't find
+    section` warning, as one without the header does. Lines before the first
+    header are in no section; `;` and `#` start comments."""
+    current, keys = "", []
+    for line in text.splitlines():
+        key = line.strip()
+        if not key or key[0] in ";#":
+            continue
+        if key[0] == "[":
+            current = key[1:-1]
+        elif current == section:
+            keys.append(key.partition("=")[0].strip())
+    return keys
