@@ -1,13 +1,20 @@
-"""The role's input stage: each app with its defaults filled in, and every
-rule across variables that the argument specs cannot express, each error
-saying what to change. Pure functions of the role's variables."""
+"""The role's input stage: the contract of its variables and of each app
+(meta/argument_specs.yml, checked by ansible-core's own validator, one short
+line per mistake), each app with its defaults filled in, and every rule across
+variables that the argument specs cannot express, each error saying what to
+change. Pure functions of the role's variables."""
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import posixpath
 import re
+
+import yaml
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.errors import ArgumentValueError
 
 DOCUMENTATION = ""
 
@@ -51,6 +58,143 @@ RESERVED_NAMES = {"all", "supervisord", "supervisor", "supervisorctl"}
 # the temporary file its atomic write makes.
 LONGEST_SUFFIX = len(".env.ini.4194304.2026-12-01@23:59:59~")
 NAME_MAX = 255
+
+
+# The contract. ansible-core checks a role's `main` entry point by itself
+# before the role's first task, and a failure prints the whole specification
+# (16 kB for one mistyped key). So `main` lists no options: the role's
+# variables are the entry point `variables`, each app's keys the entry point
+# `app`, and the role checks them here, with ansible-core's own validator,
+# one short line per mistake.
+SPECS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "meta", "argument_specs.yml")
+_SPECS = {}
+# Words that are an app key by another name.
+APP_KEY_SYNONYMS = {"user": "uid", "group": "gid", "workers": "processes", "backlog": "listen", "venv": "virtualenv",
+                    "home": "virtualenv", "env": "environment", "wsgi": "module"}
+# App keys whose values may hold secrets: a message names their kind only.
+_UNSHOWN_KEYS = {"environment", "options"}
+_KINDS = {"int": "an int", "bool": "a bool (true or false)", "float": "a number", "dict": "a dict", "list": "a list",
+          "str": "a string", "path": "a path (a string)", "raw": "a value"}
+# How close a mistyped name must be to a known one to be named (difflib's ratio).
+CLOSE = 0.8
+
+
+def uwsgi_specs():
+    """The role's argument specs (meta/argument_specs.yml), by entry point."""
+    if not _SPECS:
+        with open(SPECS_FILE, encoding="utf-8") as handle:
+            _SPECS.update(yaml.safe_load(handle)["argument_specs"])
+    return _SPECS
+
+
+def _kind_of(value):
+    for kind, name in ((bool, "a bool"), (int, "an int"), (float, "a number"), (str, "a string"), (dict, "a dict"),
+                       (list, "a list")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else "a %s" % type(value).__name__
+
+
+def _shown(key, value):
+    """A value as a message may quote it: short scalars only, never a secret."""
+    if key in _UNSHOWN_KEYS or not isinstance(value, (str, int, float)):
+        return "(%s)" % _kind_of(value)
+    text = repr(str(value)) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:56] + "...'"
+
+
+def _closest(key, known, synonyms=None):
+    """The name in `known` a mistyped `key` most likely meant, or None; the
+    role's prefix uwsgi_ counts for nothing in the comparison."""
+    word = str(key).lower().replace("-", "_")
+    bare = {(name[6:] if name.startswith("uwsgi_") else name): name for name in known}
+    word = word[6:] if word.startswith("uwsgi_") else word
+    if word in bare:
+        return bare[word]
+    if synonyms and word in synonyms:
+        return synonyms[word]
+    match = difflib.get_close_matches(word, list(bare), n=1, cutoff=CLOSE)
+    return bare[match[0]] if match else None
+
+
+def _value_errors(label, key, spec, value):
+    """What ansible-core's validator finds wrong with one value against its
+    spec (type, elements, choices), as one short line after `label`. A dict
+    or a list must be one: the role reads the value as given, never the
+    validator's conversion of a string."""
+    container = {"dict": dict, "list": list}.get(spec.get("type"))
+    if container and value is not None and not isinstance(value, container):
+        found = [TypeError()]
+    else:
+        bare = {k: spec[k] for k in ("type", "elements", "choices") if k in spec}
+        found = ArgumentSpecValidator({key: bare}).validate({key: value}).errors.errors
+    if not found:
+        return []
+    if any(isinstance(error, ArgumentValueError) for error in found) and "choices" in spec:
+        return ["%s %s is not one of %s." % (label, _shown(key, value), ", ".join(map(str, spec["choices"])))]
+    kind = _KINDS.get(spec.get("type", "str"), spec.get("type"))
+    if "elements" in spec:
+        kind += " of %s values" % spec["elements"]
+    return ["%s %s is not %s." % (label, _shown(key, value), kind)]
+
+
+def _spec_where(index, app):
+    name = app.get("name")
+    if isinstance(name, str) and name:
+        return "uwsgi_apps[%d] (%s)" % (index, name if len(name) <= 40 else name[:37] + "...")
+    return "uwsgi_apps[%d]" % index
+
+
+def _unknown_key(where, key, spec):
+    shown = repr(str(key)) if len(str(key)) <= 60 else repr(str(key)[:56] + "...")
+    close = _closest(key, spec, APP_KEY_SYNONYMS)
+    if close:
+        return "%s: unknown key %s; did you mean '%s'?" % (where, shown, close)
+    return "%s: unknown key %s; an app's keys are %s." % (where, shown, ", ".join(sorted(spec)))
+
+
+def _app_spec_errors(index, app, spec):
+    """Unknown keys, wrong types and choices, and a missing required key of one app."""
+    if not isinstance(app, dict):
+        return ["uwsgi_apps[%d] is %s, not an app: each app is a dict of its keys (name, module, listen ...)."
+                % (index, _kind_of(app))]
+    where = _spec_where(index, app)
+    errors = []
+    for key, value in app.items():
+        if str(key) not in spec:
+            errors.append(_unknown_key(where, key, spec))
+        else:
+            errors.extend(_value_errors("%s: %s" % (where, key), str(key), spec[str(key)], value))
+    for key, item in spec.items():
+        if item.get("required") and app.get(key) in (None, ""):
+            errors.append("%s: %s is missing; every app needs one." % (where, key))
+    return errors
+
+
+def uwsgi_role_variables(names, specs=None):
+    """Of the variable names given (those a play defines), the role's own."""
+    variables = (specs or uwsgi_specs())["variables"]["options"]
+    return sorted(name for name in names if name in variables)
+
+
+def uwsgi_spec_errors(values, specs=None):
+    """Every type, choice and unknown-key mistake in the role's variables
+    (`values`: those the play defines, by name) and in each app of
+    uwsgi_apps, one short line each, found by ansible-core's own validator
+    against the specs' entry points `variables` and `app`."""
+    specs = specs or uwsgi_specs()
+    variables, app_spec = specs["variables"]["options"], specs["app"]["options"]
+    errors = []
+    for name in sorted(values):
+        if name in variables and name != "uwsgi_apps":
+            errors.extend(_value_errors(name, name, variables[name], values[name]))
+    apps = values.get("uwsgi_apps")
+    if apps is not None and not isinstance(apps, list):
+        return errors + ["uwsgi_apps must be a list of apps, each a dict of its keys (name, module, listen ...); it "
+                         "is %s." % _kind_of(apps)]
+    for index, app in enumerate(apps or []):
+        errors.extend(_app_spec_errors(index, app, app_spec))
+    return errors
 
 
 def _pick(value, default):
@@ -398,6 +542,8 @@ SAMPLER_PROGRAM = "uwsgi-sampler"
 class FilterModule:
     def filters(self):
         return {
+            "uwsgi_role_variables": uwsgi_role_variables,
+            "uwsgi_spec_errors": uwsgi_spec_errors,
             "uwsgi_normalize": uwsgi_normalize,
             "uwsgi_public": uwsgi_public,
             "uwsgi_input_errors": uwsgi_input_errors,

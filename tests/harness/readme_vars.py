@@ -44,9 +44,17 @@ def rows(options, prefix=""):
             yield from rows(spec["options"], prefix=f"{prefix}{name}[].")
 
 
+def role_options():
+    """The role's variables (the specs' entry point `variables`), with each
+    app's keys (the entry point `app`) as the options of `uwsgi_apps`."""
+    specs = yaml.safe_load((ROOT / "meta/argument_specs.yml").read_text())["argument_specs"]
+    options = dict(specs["variables"]["options"])
+    options["uwsgi_apps"] = dict(options["uwsgi_apps"], options=specs["app"]["options"])
+    return options
+
+
 def table():
-    specs = yaml.safe_load((ROOT / "meta/argument_specs.yml").read_text())
-    options = specs["argument_specs"]["main"]["options"]
+    options = role_options()
     lines = ["| variable | type | default | description |", "|---|---|---|---|", *rows(options)]
     return "\n".join(lines)
 
@@ -59,7 +67,7 @@ def _deprecated(spec):
 
 def defaults_drift():
     """Differences between defaults/main.yml and the specs' documented defaults."""
-    specs = yaml.safe_load((ROOT / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    specs = role_options()
     defaults = yaml.safe_load((ROOT / "defaults/main.yml").read_text())
     problems = [f"{name} is in defaults/main.yml but not in the specs" for name in defaults if name not in specs]
     # A deprecated name has no default: the role tells whether it is set.
@@ -70,6 +78,17 @@ def defaults_drift():
         for name, spec in specs.items()
         if name in defaults and "default" in spec and defaults[name] != spec["default"]
     ]
+    return problems
+
+
+def main_drift():
+    """The entry point `main` lists the names of `variables`, each `type: raw`
+    only (ansible-core checks `main` itself; the role checks the rest)."""
+    specs = yaml.safe_load((ROOT / "meta/argument_specs.yml").read_text())["argument_specs"]
+    main, variables = specs["main"].get("options") or {}, specs["variables"]["options"]
+    problems = [f"{name} is in the entry point variables but not in main" for name in variables if name not in main]
+    problems += [f"{name} is in the entry point main but not in variables" for name in main if name not in variables]
+    problems += [f"main's {name} must be {{type: raw}} only" for name, spec in main.items() if spec != {"type": "raw"}]
     return problems
 
 
@@ -109,7 +128,7 @@ def main():
     updated = PLAYBOOK.sub(playbook, with_table)
     shown = [m["path"] for m in PLAYBOOK.finditer(current)]
     if "--check" in sys.argv:
-        problems = defaults_drift() + meta_drift()
+        problems = defaults_drift() + main_drift() + meta_drift()
         # Every playbook a scenario converges with is shown in the README.
         for converge in sorted(ROOT.glob("molecule/*/converge.yml")):
             for path in re.findall(r"import_playbook: \.\./\.\./(\S+)", converge.read_text()):

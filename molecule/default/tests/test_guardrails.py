@@ -158,6 +158,28 @@ def test_bad_inputs_changed_nothing_on_the_host(bad_input_runs):
     assert before == after
 
 
+def failing_task_output(run) -> str:
+    """What the failing task printed: from its TASK line to the PLAY RECAP."""
+    output = run.stdout
+    fatal = output.index("fatal:")
+    return output[output.rindex("TASK [", 0, fatal):output.index("PLAY RECAP", fatal)]
+
+
+def test_a_mistyped_app_key_fails_in_one_short_message_and_changes_nothing(host, tmp_path):
+    """ansible-core's own check of a role prints the role's whole
+    specification (16 kB for one typo); the role's own names the key."""
+    before = host.check_output(SNAPSHOT)
+    run = run_with(tmp_path, "listn", {"uwsgi_apps": apps_with(0, listn=300)})
+    after = host.check_output(SNAPSHOT)
+    assert run.returncode != 0
+    printed = failing_task_output(run)
+    assert len(printed) < 1000, printed
+    assert f"uwsgi_apps[0] ({BASE_APPS[0]['name']}): unknown key 'listn'; did you mean 'listen'?" in printed, printed
+    assert "argument_spec_data" not in run.stdout
+    assert "Persist and apply the kernel's listen limits" not in run.stdout
+    assert before == after
+
+
 def test_read_only_proc_sys_stops_with_the_container_fix(host, tmp_path):
     before = host.check_output(SNAPSHOT)
     # A bind remount changes this mount point's flags only: a plain remount
