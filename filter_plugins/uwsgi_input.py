@@ -197,6 +197,24 @@ def uwsgi_spec_errors(values, specs=None):
     return errors
 
 
+def uwsgi_input_warnings(defined, apps, specs=None):
+    """What the play may mean but the role never reads: a defined uwsgi_*
+    variable the role has not, when its name is close to one of the role's
+    (named), and an empty uwsgi_apps. Warnings: the run goes on."""
+    variables = (specs or uwsgi_specs())["variables"]["options"]
+    warnings = []
+    for name in sorted(set(defined) - set(variables)):
+        close = _closest(name, variables)
+        if close:
+            warnings.append("%s is set, but the role has no variable of that name and ignores it; did you mean %s?"
+                            % (name, close))
+    if not apps:
+        warnings.append("uwsgi_apps lists no app, so this run configures none; it still installs uWSGI and "
+                        "Supervisor and, unless uwsgi_manage_sysctl is false, sets the kernel's listen limits. List "
+                        "the apps in uwsgi_apps (each with at least name and module).")
+    return warnings
+
+
 def _pick(value, default):
     return default if value is None or value == "" else value
 
@@ -544,6 +562,7 @@ class FilterModule:
         return {
             "uwsgi_role_variables": uwsgi_role_variables,
             "uwsgi_spec_errors": uwsgi_spec_errors,
+            "uwsgi_input_warnings": uwsgi_input_warnings,
             "uwsgi_normalize": uwsgi_normalize,
             "uwsgi_public": uwsgi_public,
             "uwsgi_input_errors": uwsgi_input_errors,

@@ -1,7 +1,8 @@
 """The contract of the role's variables and of each app: types, choices and
 unknown keys, checked by the role itself against meta/argument_specs.yml with
-ansible-core's own validator, one short line per mistake. The expected
-messages are written out here."""
+ansible-core's own validator, one short line per mistake; and the warnings on
+what a play sets but the role never reads. The expected messages are written
+out here."""
 
 import pathlib
 
@@ -126,6 +127,40 @@ def test_ansible_cores_own_check_of_main_accepts_any_value_and_every_role_param(
     assert set(main) == set(SPECS["variables"]["options"])
     result = ArgumentSpecValidator(main).validate({"uwsgi_listen": "lots", "uwsgi_apps": [{"listn": 1}]})
     assert result.error_messages == []
+
+
+NO_APP = ("uwsgi_apps lists no app, so this run configures none; it still installs uWSGI and Supervisor and, unless "
+          "uwsgi_manage_sysctl is false, sets the kernel's listen limits. List the apps in uwsgi_apps (each with at "
+          "least name and module).")
+
+
+def test_no_app_is_a_warning_naming_uwsgi_apps():
+    assert f.uwsgi_input_warnings(list(DEFAULTS), []) == [NO_APP]
+    assert f.uwsgi_input_warnings(list(DEFAULTS), None) == [NO_APP]
+    assert f.uwsgi_input_warnings(list(DEFAULTS), SITE["uwsgi_apps"]) == []
+
+
+def test_a_variable_named_like_uwsgi_apps_is_named_with_it():
+    warnings = f.uwsgi_input_warnings(list(DEFAULTS) + ["uwsgi_app"], [])
+    assert warnings == [
+        "uwsgi_app is set, but the role has no variable of that name and ignores it; did you mean uwsgi_apps?", NO_APP]
+
+
+@pytest.mark.parametrize("name, meant", [
+    ("uwsgi_somaxcon", "uwsgi_somaxconn"), ("uwsgi_lisen", "uwsgi_listen"), ("uwsgi_verify_retry", "uwsgi_verify_retries"),
+    ("uwsgi_proccesses", "uwsgi_processes"), ("uwsgi_manage_sysctls", "uwsgi_manage_sysctl"),
+])
+def test_a_variable_named_like_another_role_variable_is_named_with_it(name, meant):
+    warnings = f.uwsgi_input_warnings(list(DEFAULTS) + [name], SITE["uwsgi_apps"])
+    assert warnings == ["%s is set, but the role has no variable of that name and ignores it; did you mean %s?"
+                        % (name, meant)]
+
+
+def test_a_playbooks_own_uwsgi_variables_are_left_alone():
+    # The variables this project's own playbooks give themselves.
+    own = ["uwsgi_backlog", "uwsgi_fleet", "uwsgi_report_hosts", "uwsgi_rollout_hosts", "uwsgi_rollout_post_tasks",
+           "uwsgi_rollout_pre_tasks", "uwsgi_rollout_serial"]
+    assert f.uwsgi_input_warnings(list(DEFAULTS) + own, SITE["uwsgi_apps"]) == []
 
 
 def test_the_role_reads_the_specs_it_ships():

@@ -180,6 +180,30 @@ def test_a_mistyped_app_key_fails_in_one_short_message_and_changes_nothing(host,
     assert before == after
 
 
+@pytest.mark.extended
+def test_a_play_that_sets_uwsgi_app_instead_of_uwsgi_apps_is_warned(host, tmp_path):
+    """No app listed is a warning naming uwsgi_apps, and the run goes on: the
+    apps it no longer lists keep running (uwsgi_unlisted_apps: warn)."""
+    play = yaml.safe_load(PLAYBOOK.read_text())
+    play[0]["vars"]["uwsgi_app"] = play[0]["vars"].pop("uwsgi_apps")
+    playbook = tmp_path / "uwsgi_app.yml"
+    playbook.write_text(yaml.safe_dump(play))
+    pids = {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in APPS}
+    try:
+        run = hc.run_playbook(playbook)
+        output = hc.said(run)
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert "uwsgi_app is set, but the role has no variable of that name and ignores it; did you mean uwsgi_apps?" in output, output[-3000:]
+        assert "uwsgi_apps lists no app, so this run configures none" in output, output[-3000:]
+        assert {a["name"]: hc.supervisor_state(host, a["name"]) for a in APPS} == {
+            name: ("RUNNING", pid) for name, pid in pids.items()}
+    finally:
+        restored = run_with(tmp_path, "restore-apps", {})
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    for app in APPS:
+        hc.check_running_as(host, app)
+
+
 def test_read_only_proc_sys_stops_with_the_container_fix(host, tmp_path):
     before = host.check_output(SNAPSHOT)
     # A bind remount changes this mount point's flags only: a plain remount
