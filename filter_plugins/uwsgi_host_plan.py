@@ -330,6 +330,12 @@ def uwsgi_host_plan(apps, probe, settings):
                      + ["%s/%s.log" % (settings["log_dir"], name)]
                      + ["%s/%s.log.%d" % (settings["log_dir"], name, n) for n in range(1, 6)],
         })
+    # The unix sockets present apps bound before this run and no app binds now
+    # (a socket moved): removed, with a directory the role made for them, once
+    # the apps are proven on their new ones (library/uwsgi_cleanup.py).
+    moved = [{"name": app["name"], "path": sock} for app in present
+             for sock in managed.get(app["name"], {}).get("sockets", [])
+             if sock.startswith("/") and host.socket_key(sock) not in in_use]
     needed = set(role_dirs)
     stale_dirs = sorted(d for d in probe.get("tmpfiles_dirs", []) if d not in needed and _role_dir(d, probe))
     previous = {name: {"user": rec.get("user"), "group": rec.get("group") or rec.get("ini_group"),
@@ -339,6 +345,7 @@ def uwsgi_host_plan(apps, probe, settings):
         "warnings": warnings,
         "dirs": [role_dirs[p] for p in sorted(role_dirs)],
         "stale_dirs": stale_dirs,
+        "moved_sockets": moved,
         "removals": removals,
         "unlisted": unlisted,
         "kept": kept,
