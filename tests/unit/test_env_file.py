@@ -3,6 +3,8 @@ gets no `Can't find section` warning at each start nor in its trial, whose
 refusals quote uWSGI's first lines (uWSGI's output captured on a converged
 host by tests/unit/capture_env_ini.py)."""
 
+import sys
+
 import jinja2
 import pytest
 from ansible.plugins.filter.core import comment
@@ -62,6 +64,10 @@ def test_an_environment_is_written_as_it_was_without_that_option():
 
 
 def test_a_trial_without_a_written_environment_reads_the_same_option():
+    # The module imports the role's module_utils as Ansible packs them.
+    for name in ("uwsgi_host", "uwsgi_trial"):
+        if "ansible.module_utils." + name not in sys.modules:
+            load("ansible.module_utils." + name, "module_utils/%s.py" % name)
     files = load("uwsgi_files_module", "library/uwsgi_files.py")
     text = files.EMPTY_ENV.decode()
     assert section_options(text) == ["set-placeholder"]
