@@ -305,6 +305,15 @@ def uwsgi_host_plan(apps, probe, settings):
                                     "exists": bool(info.get("exists")),
                                     "previous_group": info.get("group") if info.get("exists") else None})
 
+    # The proof checks that the web server's user may connect to each unix socket.
+    client = settings.get("socket_client")
+    unix = [app["name"] for app in present if app.get("socket_kind") == "unix"]
+    if client and unix and not (probe.get("socket_client") or {}).get("exists"):
+        errors.append("uwsgi_socket_client: user %s does not exist on this host, so the proof cannot tell whether the "
+                      "web server may connect to the unix socket of %s. Create it first (install the web server "
+                      "before this role runs), or set uwsgi_socket_client to the user the web server runs as (an "
+                      "empty uwsgi_socket_client leaves the check out)." % (client, ", ".join(unix)))
+
     # Directories of managed apps that stay loaded but unlisted keep their entry.
     for name in kept:
         for sock in managed[name].get("sockets", []):

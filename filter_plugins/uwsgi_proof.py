@@ -50,6 +50,12 @@ def uwsgi_proof(apps, probe, users=None):
         scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
         if not problems and not scaled and workers != app["processes"]:
             problems.append("its master has %s workers, not %d" % (workers, app["processes"]))
+        # Its socket's client (uwsgi_socket_client, the web server's user) must be able to connect: a unix
+        # socket only, since anyone may connect to a TCP one.
+        client = ((probe.get("socket_files") or {}).get(app["socket"]) or {}).get("client") \
+            if app.get("socket_kind") == "unix" else None
+        if client is not None and not client.get("ok") and not problems:
+            problems.append(uwsgi_client_problem(app, client, probe.get("socket_client") or {}))
         check = (probe.get("checks") or {}).get(name)
         if check is not None and not problems and not (check["status"] and 200 <= check["status"] < 400):
             problems.append("GET %s answered %s" % (app["check_path"], check["status"] or check["error"]))
@@ -59,11 +65,78 @@ def uwsgi_proof(apps, probe, users=None):
             "supervisor": state.get("line", "no such program"), "backlog": backlog,
             "message": ("app %s: RUNNING, backlog %d on %s, %d workers%s" % (
                 name, app["listen"], app["socket"], app["processes"],
-                ", GET %s answered %s" % (app["check_path"], check["status"]) if check else "")) if ok else (
+                ", GET %s answered %s%s" % (app["check_path"], check["status"], " as %s" % check["as"]
+                                            if check.get("as") else "") if check else "")) if ok else (
                 "app %s: expected RUNNING with a listen backlog of %d on %s and %d workers; %s"
                 % (name, app["listen"], app["socket"], app["processes"], "; ".join(problems))),
         })
     return verdicts
+
+
+def uwsgi_socket_blocker(user, chain, socket):
+    """What keeps `user` (uid, groups) from connecting to the unix socket
+    `socket` under its path's modes (chain: each directory from /, then the
+    socket, as the probe's lstat read them): the first directory it may not
+    search, or the socket it may not write to, with the class of the modes
+    that decided (owner, group or other, tried in that order as the kernel
+    does); (None, None) when nothing does. Root may always."""
+    if user.get("uid") == 0:
+        return None, None
+    for entry in chain:
+        last = entry["path"] == socket
+        if entry.get("link") and not last:
+            continue  # the kernel follows it; a symlink's own mode means nothing
+        bits = 0o2 if last else 0o1
+        mode = int(entry["mode"], 8)
+        if entry["uid"] == user.get("uid"):
+            who, allowed = "owner", mode >> 6 & bits
+        elif entry["gid"] in user.get("groups", []):
+            who, allowed = "group", mode >> 3 & bits
+        else:
+            who, allowed = "other", mode & bits
+        if not allowed:
+            return entry, who
+    return None, None
+
+
+def uwsgi_client_problem(app, client, user):
+    """Why the socket's client (uwsgi_socket_client: the web server's user,
+    `user` as the probe found it) may not connect to an app's unix socket
+    (`client`: what a child with its identity found, with the path's
+    owners, groups and modes): the entry that stops it and what to change."""
+    name, sock = user.get("name") or "?", app["socket"]
+    error = client.get("error") or "refused"
+    if error.startswith(("cannot act as", "no answer as")):
+        return "the proof could not check whether its socket client %s (uwsgi_socket_client) may connect: %s" % (
+            name, error)
+    chain = client.get("chain") or []
+    entry, who = uwsgi_socket_blocker(user, chain, sock)
+    groups = "groups %s" % ", ".join(str(g) for g in user.get("group_names") or user.get("groups") or []) \
+        if user.get("groups") else "no groups"
+    if entry is None:
+        last = chain[-1] if chain else {}
+        why = ("the kernel refuses it (%s) though the modes allow it (the socket is %s:%s %s): an ACL or a security "
+               "module decides" % (error, last.get("owner"), last.get("group"), last.get("mode")))
+        fix = "find what refuses it"
+    else:
+        socket_entry = entry["path"] == sock
+        right = "write" if socket_entry else "search (x)"
+        what = "the socket" if socket_entry else "directory %s" % entry["path"]
+        relation = {"owner": "%s owns it and its mode gives the owner no %s" % (name, right),
+                    "group": "%s is in its group %s and its mode gives the group no %s" % (name, entry["group"], right),
+                    "other": "%s is neither its owner nor in its group %s, and its mode gives others no %s"
+                             % (name, entry["group"], right)}[who]
+        why = "%s is %s:%s %s, and %s" % (what, entry["owner"], entry["group"], entry["mode"], relation)
+        if not socket_entry:
+            fix = ("let %s search %s (a group it is in, or o+x), or put the socket in a directory the role creates"
+                   % (name, entry["path"]))
+        elif who == "other":
+            fix = "give the app a gid %s is in (its socket takes the group of the app)" % name
+        else:
+            fix = "give the app a chmod_socket that lets its %s write (such as 660)" % who
+    return ("its socket client %s (uwsgi_socket_client, %s) may not connect to %s: %s; a web server running as %s "
+            "gets %s and answers 502. To fix it, %s, or set uwsgi_socket_client to the user the web server runs as"
+            % (name, groups, sock, why, name, error, fix))
 
 
 def uwsgi_chain_problem(fresh):

@@ -70,6 +70,13 @@ options:
     elements: dict
     default: []
     description: Requests to make once ready (name, socket, protocol uwsgi or http, path); returns each status.
+  socket_client:
+    type: str
+    description:
+      - The user the apps' unix sockets are for (the web server's). For each of O(socket_files) that is a socket,
+        a child process with that user's identity alone (uid, gid, groups) says whether it may connect, with the
+        owner, group and mode of the socket and of each directory on its path; O(checks) on a unix socket are made
+        by such a child. TCP sockets are not checked (anyone can connect).
 author: backlogops
 """
 
@@ -108,9 +115,12 @@ except ImportError:  # pragma: no cover - outside Ansible's module packaging
 
 from ansible.module_utils.uwsgi_host import (
     NOT_REGULAR,
+    as_user,
     check_request,
     is_roles_program,
+    may_connect,
     parse_ini_sockets,
+    path_chain,
     parse_program_file,
     parse_ss_listeners,
     parse_supervisor_sections,
@@ -149,6 +159,15 @@ def socket_file(path):
         return {"exists": False}
     return {"exists": True, "is_socket": stat.S_ISSOCK(st.st_mode), "ino": st.st_ino, "uid": st.st_uid,
             "dev": ss_device(st.st_dev)}
+
+
+def client_request(check, client):
+    """A check_path request: on a unix socket, made by a child with the
+    socket client's identity (what the web server would get); on TCP, here."""
+    if not client or not client["exists"] or not str(check["socket"]).startswith("/"):
+        return check_request(check)
+    answer = as_user(client, lambda: check_request(check))
+    return {"status": answer.get("status"), "error": answer.get("error"), "as": client["name"]}
 
 
 def user_info(name):
@@ -500,6 +519,7 @@ def main():
             "wait_timeout": {"type": "int", "default": 30},
             "ready": {"type": "list", "elements": "dict", "default": []},
             "checks": {"type": "list", "elements": "dict", "default": []},
+            "socket_client": {"type": "str"},
             "since": {"type": "float"},
             "fresh": {"type": "list", "elements": "dict", "default": []},
             "service": {"type": "str"},
@@ -583,7 +603,16 @@ def main():
     for name, state in supervisor["programs"].items():
         if state["pid"]:
             workers[name] = len(children.get(state["pid"], []))
-    checks = {c["name"]: check_request(c) for c in p["checks"]}
+    # What the apps' sockets mean to their client: whether it may connect, and a
+    # check_path request on a unix socket made as that user (the web server's).
+    client = user_info(p["socket_client"]) if p["socket_client"] else None
+    if client and client["exists"]:
+        client["group_names"] = [name_of("group", gid) for gid in client["groups"]]
+    socket_files = {path: socket_file(path) for path in p["socket_files"]}
+    for path, found in socket_files.items():
+        if client and client["exists"] and found.get("is_socket"):
+            found["client"] = dict(as_user(client, lambda path=path: may_connect(path)), chain=path_chain(path))
+    checks = {c["name"]: client_request(c, client) for c in p["checks"]}
 
     service = None
     systemctl = module.get_bin_path("systemctl")
@@ -612,6 +641,7 @@ def main():
         "checks": checks,
         "listeners": listeners,
         "users": {name: user_info(name) for name in p["users"]},
+        "socket_client": client,
         "groups": {name: group_info(name) for name in p["groups"]},
         "dirs": {path: dir_info(path) for path in p["dirs"]},
         "managed": managed,
@@ -634,7 +664,7 @@ def main():
         "requirements_writable_by": {path: next((who for who in (untrusted_by(name) for name, _ in
                                                                   requirements_files(path)) if who), None)
                                      for path in p["requirements"]},
-        "socket_files": {path: socket_file(path) for path in p["socket_files"]},
+        "socket_files": socket_files,
         # What the textfile directory was before the role gave the sampler's group write there.
         "textfile_record": applied_record(p["textfile_record"]) if p["textfile_record"] else {},
         # Whether anything matches each glob (a trailing / matches directories only).

@@ -398,6 +398,93 @@ def check_request(check):
         return {"status": None, "error": str(exc)}
 
 
+def path_chain(path):
+    """Each directory on a unix socket's path from /, then the socket, as
+    lstat reads them: their owner, group and mode decide who may connect
+    (search on every directory, write on the socket). The walk stops at the
+    first part that does not exist."""
+    import grp  # pylint: disable=import-outside-toplevel
+    import pwd  # pylint: disable=import-outside-toplevel
+
+    def name(lookup, ident):
+        try:
+            return lookup(ident)[0]
+        except KeyError:
+            return str(ident)
+
+    parts = [part for part in os.path.abspath(path).split("/") if part]
+    chain = []
+    for end in range(len(parts) + 1):
+        here = "/" + "/".join(parts[:end])
+        try:
+            st = os.lstat(here)
+        except OSError:
+            break
+        chain.append({"path": here, "uid": st.st_uid, "gid": st.st_gid, "owner": name(pwd.getpwuid, st.st_uid),
+                      "group": name(grp.getgrgid, st.st_gid), "mode": "%04o" % stat.S_IMODE(st.st_mode),
+                      "link": stat.S_ISLNK(st.st_mode)})
+    return chain
+
+
+def may_connect(path):
+    """Whether this process may connect to the unix socket at `path`: what
+    connect() checks before it reaches the listener, search on each
+    directory and write on the socket (access(2), by this process's own
+    identity; nothing is opened)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return {"ok": False, "error": exc.strerror}
+    allowed = os.access(path, os.W_OK)
+    return {"ok": allowed, "error": None if allowed else os.strerror(13)}
+
+
+def as_user(user, func, timeout=30.0):
+    """What func() returns (JSON data) when a child process runs it with
+    `user`'s identity alone (uid, gid and groups, as user_info gives them):
+    the kernel then decides what it may do, as for that user's own
+    processes, and this process keeps its own. {"error": ...} when the child
+    cannot take that identity or does not answer within `timeout`."""
+    import json  # pylint: disable=import-outside-toplevel
+    import select  # pylint: disable=import-outside-toplevel
+    import signal  # pylint: disable=import-outside-toplevel
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: it never returns, nor runs its parent's exit handlers
+        try:
+            os.close(read_fd)
+            os.setgroups(user["groups"])
+            os.setgid(user["gid"])
+            os.setuid(user["uid"])
+            data = json.dumps(func())
+        except BaseException as exc:  # pylint: disable=broad-except
+            data = json.dumps({"error": "cannot act as %s: %s" % (user.get("name"), exc)})
+        try:
+            os.write(write_fd, data.encode())
+        finally:
+            os._exit(0)  # pylint: disable=protected-access
+    os.close(write_fd)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_fd], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                return {"error": "no answer as %s within %g s" % (user.get("name"), timeout)}
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+        os.waitpid(pid, 0)
+    try:
+        return json.loads(b"".join(chunks).decode("utf-8", "replace"))
+    except ValueError:
+        return {"error": "no answer as %s" % user.get("name")}
+
+
 _NESTED = re.compile(r"^\s*(?:-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(\S+)")
 
 
