@@ -157,6 +157,8 @@ def test_secrets_never_appear_when_a_failed_proof_rolls_back(host, tmp_path):
 def test_uid_and_gid_change_apply_and_roll_back(host, tmp_path):
     host.run_test("getent passwd app1 || useradd --system --no-create-home app1")
     host.run_test("getent group webapps || groupadd --system webapps")
+    # The socket's client (uwsgi_socket_client, www-data) reaches the socket through its group.
+    host.run_test("usermod -a -G webapps www-data")
     moved = {"uwsgi_apps": [dict(BASE_APPS[0], uid="app1", gid="webapps"), BASE_APPS[1]]}
     try:
         ok(run_with(tmp_path, "uid", moved))
@@ -180,6 +182,7 @@ def test_uid_and_gid_change_apply_and_roll_back(host, tmp_path):
         hc.check_request(host, UNIX_APP, f"hello from {UNIX_APP['name']}")
     finally:
         restore(host, tmp_path)
+        host.run("gpasswd -d www-data webapps")
     sock = host.file(UNIX_APP["socket"])
     assert (sock.user, sock.group) == ("www-data", "www-data")
     assert host.file(SOCKET_DIR).group == "www-data"
