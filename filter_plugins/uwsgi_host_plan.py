@@ -457,6 +457,10 @@ def uwsgi_preflight_errors(plan, probe, ctx):
     (the limits the run persists)."""
     errors = []
     target = ctx.get("target", "host")
+    if probe.get("binary_problem") and not ctx.get("install_packages"):
+        errors.append("%s, so no app could start: reinstall uWSGI (apt-get install --reinstall uwsgi-core), or set "
+                      "uwsgi_install_packages: true and the role reinstalls it. Nothing was changed."
+                      % probe["binary_problem"])
     if probe.get("log_dir_writable_by"):
         errors.append(
             "uwsgi_log_dir %s can be changed by someone other than root: %s. Supervisor opens the apps' logs there "
@@ -531,8 +535,11 @@ def uwsgi_host_needs(probe, ctx):
                   or (not plan.get("dirs") and probe.get("tmpfiles_dirs"))
                   or (not ctx["sampler_on"] and ctx["sampler_program"] in programs)
                   or (plan.get("empty") and probe.get("config_dir_files") is not None))
-    return {"missing_packages": missing, "supervisor_up": up,
-            "install": bool(missing or venv_plan.get("build") or venv_plan.get("deps") or not up),
+    # A binary gone behind the role's back comes back with its package, before any app is touched.
+    reinstall = ([ctx["binary_package"]] if probe.get("binary_problem") and ctx.get("binary_package")
+                 and ctx.get("install_packages", True) and ctx["binary_package"] not in missing else [])
+    return {"missing_packages": missing, "reinstall_packages": reinstall, "supervisor_up": up,
+            "install": bool(missing or reinstall or venv_plan.get("build") or venv_plan.get("deps") or not up),
             "remove": remove}
 
 class FilterModule:

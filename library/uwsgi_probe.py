@@ -60,6 +60,9 @@ options:
     elements: path
     default: []
     description: Unix socket paths whose inode, device and owner to report (lstat; nothing is opened).
+  binary:
+    type: path
+    description: The uwsgi binary the apps' programs run (an apt install); the result says what keeps it from starting.
   paths:
     type: list
     elements: str
@@ -289,6 +292,18 @@ def managed_apps(conf_dir, config_dir, log_dir, programs):
                         if programs.get(name, {}).get("state") == "RUNNING" else None})
         apps[program["name"]] = program
     return apps
+
+
+def binary_problem(path):
+    """What keeps `path` (the uwsgi the programs run) from starting, or None."""
+    if not os.path.lexists(path):
+        return "%s is missing" % path
+    target = os.path.realpath(path)
+    if not os.path.isfile(target):
+        return "%s points to %s, which is missing" % (path, target)
+    if not os.access(target, os.X_OK):
+        return "%s is not executable" % target
+    return None
 
 
 def program_binary(command):
@@ -528,6 +543,7 @@ def main():
             "textfile": {"type": "path"},
             "paths": {"type": "list", "elements": "str", "default": []},
             "socket_files": {"type": "list", "elements": "path", "default": []},
+            "binary": {"type": "path"},
             "textfile_record": {"type": "path"},
         },
         supports_check_mode=True,
@@ -665,6 +681,7 @@ def main():
                                                                   requirements_files(path)) if who), None)
                                      for path in p["requirements"]},
         "socket_files": socket_files,
+        "binary_problem": binary_problem(p["binary"]) if p["binary"] else None,
         # What the textfile directory was before the role gave the sampler's group write there.
         "textfile_record": applied_record(p["textfile_record"]) if p["textfile_record"] else {},
         # Whether anything matches each glob (a trailing / matches directories only).

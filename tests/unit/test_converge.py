@@ -135,7 +135,8 @@ def test_a_converged_host_needs_no_install_and_no_removal():
     host_state = probe(packages={"supervisor": True, "uwsgi-core": True}, service={"active": True, "enabled": True},
                        backups=[], config_dir_files=["flaskapp.ini"])
     needs = f.uwsgi_host_needs(host_state, NEEDS)
-    assert needs == {"missing_packages": [], "supervisor_up": True, "install": False, "remove": False}
+    assert needs == {"missing_packages": [], "reinstall_packages": [], "supervisor_up": True, "install": False,
+                     "remove": False}
 
 
 @pytest.mark.parametrize("change, key", [
@@ -147,6 +148,20 @@ def test_what_the_host_lacks_or_an_interrupted_run_left_needs_a_step(change, key
     base = {"packages": {"supervisor": True, "uwsgi-core": True}, "service": {"active": True, "enabled": True},
             "backups": []}
     assert f.uwsgi_host_needs(probe(**dict(base, **change)), NEEDS)[key]
+
+
+def test_a_uwsgi_binary_gone_behind_the_role_s_back_is_reinstalled_or_named():
+    base = {"packages": {"supervisor": True, "uwsgi-core": True}, "service": {"active": True, "enabled": True},
+            "backups": [], "binary_problem": "/usr/bin/uwsgi points to /usr/bin/uwsgi-core, which is missing"}
+    ctx = dict(NEEDS, binary_package="uwsgi-core", install_packages=True)
+    needs = f.uwsgi_host_needs(probe(**base), ctx)
+    assert needs["reinstall_packages"] == ["uwsgi-core"] and needs["install"]
+    assert f.uwsgi_host_needs(probe(**dict(base, binary_problem=None)), ctx)["reinstall_packages"] == []
+    # Not the role's to install: the preflight names the binary instead.
+    assert f.uwsgi_host_needs(probe(**base), dict(ctx, install_packages=False))["reinstall_packages"] == []
+    errors = f.uwsgi_preflight_errors({"errors": []}, probe(**dict(base, proc_sys_writable=True, sysctl_settings=[])),
+                                      {"host": "h", "install_packages": False, "manage_sysctl": False, "listen_max": 100})
+    assert errors and errors[0].startswith("/usr/bin/uwsgi points to /usr/bin/uwsgi-core, which is missing, so no app")
 
 
 def test_the_sampler_files_leave_its_group_out_in_check_mode_before_its_user_exists():
