@@ -165,6 +165,7 @@ def failing_task_output(run) -> str:
     return output[output.rindex("TASK [", 0, fatal):output.index("PLAY RECAP", fatal)]
 
 
+@pytest.mark.extended
 def test_a_mistyped_app_key_fails_in_one_short_message_and_changes_nothing(host, tmp_path):
     """ansible-core's own check of a role prints the role's whole
     specification (16 kB for one typo); the role's own names the key."""
