@@ -140,6 +140,7 @@ from ansible.module_utils.uwsgi_host import (
     requirements_files,
     ss_device,
     untrusted_by,
+    with_extended,
     workers_left_behind,
 )
 
@@ -570,9 +571,10 @@ def main():
     ss = module.get_bin_path("ss")
     listeners = []
     if ss:
-        _, out, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--processes",
-                                        "--extended"])
-        listeners = parse_ss_listeners(out)
+        # Two reads: --extended drops unix listeners under a deep queue (see with_extended).
+        _, out, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--processes"])
+        _, extended, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--extended"])
+        listeners = with_extended(parse_ss_listeners(out), extended)
     program_pids = {s["pid"]: name for name, s in supervisor["programs"].items() if s["pid"]}
     parents = parents_of([pid for lst in listeners for _, pid in lst["processes"]])
     for listener in listeners:

@@ -61,12 +61,34 @@ def parse_ss_listeners(ss_stdout):
             "backlog": backlog,
             "processes": [[name, int(pid)] for name, pid in _SS_USER.findall(line)],
         })
+        if kind == "unix" and len(fields) > 5 and fields[5].isdigit():
+            listeners[-1]["inode"] = int(fields[5])
         vfs = _SS_VFS.search(line) if kind == "unix" else None
         if vfs:
             listeners[-1]["vfs"] = {"ino": int(vfs.group(1)), "dev": "%s/%s" % (vfs.group(2), vfs.group(3))}
         uid = _SS_UID.search(line) if kind == "tcp" else None
         if uid:
             listeners[-1]["uid"] = int(uid.group(1))
+    return listeners
+
+
+def with_extended(listeners, extended_stdout):
+    """The listeners of a plain `ss` read, each given what `ss --extended`
+    printed for the same socket (a unix socket's vfs, a TCP socket's uid).
+
+    ss --extended asks the kernel for every connection queued on a unix
+    listener; with about a thousand queued, that listener's reply no longer
+    fits and the kernel ends the dump there, dropping it and every unix
+    listener after it. So which sockets listen, and their queue and backlog,
+    come from the plain read, which stays whole under a burst."""
+    extra = parse_ss_listeners(extended_stdout)
+    unix = {item["inode"]: item for item in extra if "inode" in item}
+    tcp = {item["local"]: item for item in extra if item["kind"] == "tcp"}
+    for listener in listeners:
+        found = unix.get(listener.get("inode")) if listener["kind"] == "unix" else tcp.get(listener["local"])
+        for key in ("vfs", "uid"):
+            if found and key in found:
+                listener[key] = found[key]
     return listeners
 
 

@@ -148,3 +148,30 @@ def test_a_fifo_or_a_symlink_at_a_log_s_path_reads_as_nothing_at_once(tmp_path):
     assert h.read_log(str(fifo)) == (b"", None)
     assert h.read_log(str(tmp_path / "link.log")) == (b"", None)
     assert h.read_log(str(tmp_path / "missing.log")) == (b"", None)
+
+
+def test_a_deep_queue_keeps_every_unix_listener_in_the_probe_s_reading():
+    """Captured with 1,500 connections queued on deep.sock (iproute2 6.1.0):
+    ss --extended then loses that listener, and so the probe would have called
+    a serving app's socket gone and restarted it, dropping its queue. The plain
+    read keeps it; --extended's files are added where it still has them."""
+    plain = (FIXTURES / "bookworm" / "ss-deep-queue.txt").read_text()
+    extended = (FIXTURES / "bookworm" / "ss-deep-queue-extended.txt").read_text()
+    assert "/tmp/run-uwsgi/deep.sock" not in [item["local"] for item in h.parse_ss_listeners(extended)]
+    listeners = h.with_extended(h.parse_ss_listeners(plain), extended)
+    by_path = {item["local"]: item for item in listeners}
+    assert h.backlogs_by_socket(listeners)["/tmp/run-uwsgi/deep.sock"] == 4096
+    assert by_path["/tmp/run-uwsgi/deep.sock"]["queue"] == 1500
+    assert "vfs" not in by_path["/tmp/run-uwsgi/deep.sock"]
+    assert by_path["/tmp/run-uwsgi/otherf.sock"]["vfs"] == {"ino": 2146571, "dev": "0/65024"}
+    # Without its file, the listener still serves the app: nothing to restart.
+    file_ = {"exists": True, "ino": 99, "dev": "0/65024", "uid": 33}
+    assert h.socket_in_effect("/tmp/run-uwsgi/deep.sock", listeners, file_, 33) == (by_path["/tmp/run-uwsgi/deep.sock"], None)
+
+
+def test_extended_tcp_owner_is_added_by_address(release="bookworm"):
+    extended = fixture(release, "ss-listening-extended.txt")
+    listeners = h.with_extended(h.parse_ss_listeners(extended.replace(" uid:", " x:")), extended)
+    owners = {item["local"]: item.get("uid") for item in h.parse_ss_listeners(extended) if item["kind"] == "tcp"}
+    assert owners["127.0.0.1:8001"] == 33
+    assert {item["local"]: item.get("uid") for item in listeners if item["kind"] == "tcp"} == owners
