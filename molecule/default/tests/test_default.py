@@ -79,6 +79,34 @@ def test_burst_of_listen_connections_while_busy_is_not_refused(host, app):
     hc.check_burst(host, app)
 
 
+def test_a_rerun_during_a_burst_leaves_the_serving_app_alone(host):
+    """With thousands of connections queued (every worker busy), a rerun
+    still reads the app's socket as listening and changes nothing: it does not
+    restart a serving app and drop its queue."""
+    app = next(a for a in APPS if a["socket"].startswith("/"))
+    _, pid = hc.supervisor_state(host, app["name"])
+    busy = app["processes"] * app["threads"]
+    burst = hc.subprocess.Popen(
+        ["docker", "exec", host.backend.get_hostname(), "uwsgiprobe", "burst", app["socket"], str(app["listen"]),
+         "--busy", str(busy), "--hold", "30"], stdout=hc.subprocess.PIPE, text=True)
+    try:
+        queue = 0
+        for _ in range(50):
+            queued = [item["queue"] for item in hc.parsers.parse_ss_listeners(
+                host.check_output("ss -H --listening --numeric --unix")) if item["local"] == app["socket"]]
+            queue = max(queued or [0])
+            if queue >= 2000:
+                break
+            hc.time.sleep(0.2)
+        assert queue >= 2000, f"{app['name']}: only {queue} connections queued"
+        run = hc.run_playbook(PLAYBOOK)
+    finally:
+        burst.communicate(timeout=60)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert hc.recap_changed(run.stdout) == {host.backend.get_hostname(): 0}, run.stdout[-3000:]
+    assert hc.supervisor_state(host, app["name"]) == ("RUNNING", pid)
+
+
 def test_check_diff_on_converged_host_changes_nothing():
     run = hc.run_playbook(PLAYBOOK, "--check", "--diff")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
