@@ -128,8 +128,18 @@ def test_the_handler_reloads_the_named_app_onto_the_code_the_play_put_in_place(h
     seen = under_load(host, "deploy-handler", lambda: hc.run_with(
         playbook, releases, "handler", {"uwsgi_apps": deployed("b2"), "uwsgi_reload_apps": [U]}))
     check_new_build_everywhere(host, seen, "b3")
+    handler = seen["run"].stdout.split("RUNNING HANDLER", 1)[1]
+    said = " ".join(handler.split())
+    assert f"{U}: tried aside (its code is new: the play notified uwsgi reload)" in said, said[-3000:]
     assert f"{U}: chain reload, one worker at a time while the others serve (the play notified uwsgi reload)" \
-        in hc.said(seen["run"])
+        in said, said[-3000:]
+    assert f"app {U}: RUNNING, backlog 4096 on {UNIX_SOCKET}, 4 workers, GET /build answered 200" in said
+    # The short path: the role's run in this play settled the rest, so the
+    # handler neither checks the input again nor writes a file.
+    for step in ("Check the types, choices and keys", "Persist and apply the kernel's listen limits",
+                 "Write the socket directories, the helpers and each app's files"):
+        assert f"RUNNING HANDLER [backlogops.uwsgi : {step}" not in handler, handler
+    assert "included: " not in handler.split("Take the role's whole path")[1], "the whole path ran"
     # uwsgi_reload_apps narrowed it: the other app's workers were not replaced.
     assert host.check_output(f"ps -o pid= --ppid {other}").split() == other_workers
 
