@@ -84,10 +84,16 @@ unit: venv  ## Unit tests of the role's parsers and decisions (tests/unit), in s
 	$(call step,Unit tests: parsers against captured host output, the role's decisions)
 	pytest -q -p no:cacheprovider tests/unit
 
+# A failed scenario ends with the names of its failed tests (from the verifier's
+# JUnit report), below molecule's own summary where a log's tail shows them.
+REPORT_DIR := $(dir $(ROLES_LINK_DIR))reports
 molecule: venv images  ## Run the molecule SCENARIOS (default: default venv container) on DISTRO
-	@set -e; for s in $(SCENARIOS); do \
+	@set -e; mkdir -p $(REPORT_DIR); for s in $(SCENARIOS); do \
 	  printf '\n\033[1m==> molecule test -s %s (%s)\033[0m\n' "$$s" "$(DISTRO)"; \
-	  molecule test -s $$s; \
+	  rm -f $(REPORT_DIR)/$$s.xml; \
+	  PYTEST_ADDOPTS="$$PYTEST_ADDOPTS --junitxml=$(REPORT_DIR)/$$s.xml" molecule test -s $$s || { \
+	    printf '\n\033[1m==> molecule test -s %s failed:\033[0m\n' "$$s"; \
+	    python tests/harness/junit_failures.py $(REPORT_DIR)/$$s.xml; exit 1; }; \
 	done
 
 test: lint unit test-install  ## Lint, unit tests, the install tier, then every molecule scenario (SCENARIOS) on DISTRO, without the extended tier
