@@ -65,6 +65,10 @@ def test_the_sampler_runs_unprivileged_under_supervisor(host):
 def test_a_burst_of_held_connects_shows_as_the_peak(host):
     n = 1000
     held_by_workers = UNIX_APP["processes"] * UNIX_APP["threads"]
+    # An earlier burst's queue, and its peak in the sampler's window, are gone first.
+    hc.wait_queue_empty(host, UNIX_APP["socket"])
+    wait_for(host, lambda t: metric(t, "uwsgi_listen_queue_peak_length", UNIX_APP["name"]) < n - held_by_workers,
+             timeout=30)
     burst = json.loads(host.check_output(f"uwsgiprobe burst {UNIX_APP['socket']} {n} --busy {held_by_workers} --hold 3"))
     assert burst["refused"] == 0, burst
     # The peak stays for the sampler's window (15 s) after the queue drained.
