@@ -27,7 +27,7 @@ export ANSIBLE_FORCE_COLOR := 1
 
 step = @printf '\n\033[1m==> %s\033[0m\n' "$(1)"
 
-.PHONY: help venv docker images docs lint unit test-install release test test-extended molecule test-fleet test-platforms test-ansible demo demo-clean bench bench-fleet clean
+.PHONY: help venv docker images docs lint unit test-install release test test-extended molecule test-fleet test-platforms test-ansible demo demo-clean bench bench-reload bench-fleet clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's/:.*## /\t/'
@@ -168,10 +168,15 @@ bench: venv images $(VENV)/.bench-installed  ## Bursts, HTTP load, Ansible cost 
 	python benchmarks/apply_bench.py
 	$(call step,New code under load: prefork HUP against the role's deploy (chain reload), fast and slow imports)
 	python benchmarks/deploy_bench.py
+	$(call step,Every kind of change under load: requests, latency and the workers' memory; 20 deploys at -c64)
+	python benchmarks/reload_bench.py
 	$(call step,The listen-queue sampler's CPU cost: 10 apps at 10 Hz; 60 s inside (--bench) and 60 s outside (/proc))
 	python benchmarks/sampler_bench.py
 	$(call step,Ansible cost of a rerun with 2 and 40 apps against a fact-only play; beside the role at its baseline commit)
 	python benchmarks/cost_bench.py
+
+bench-reload: venv images $(VENV)/.bench-installed  ## Only the reload table (benchmarks/reload_bench.py); results in benchmarks/results/reload.md
+	python benchmarks/reload_bench.py
 
 bench-fleet: venv images  ## Wall time to converge 1, 5 and 10 hosts and rerun; results in benchmarks/results/fleet.md
 	$(call step,Fleet benchmark on containers uwsgi-fbench-*: 1, 5 and 10 hosts)

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Every kind of change under load: what each costs the requests in flight.
+
+On one local container host (the benchmark's classic setup, then the role),
+the app runs 4 workers from /srv/current, a link to a release directory; its
+import takes 0 s or 3 s (IMPORT_SECONDS). For each kind of change, applied on
+top of the one before as a deployment goes, wrk runs through nginx from 3 s
+before `ansible-playbook` to 2 s after it: requests, non-2xx (wrk's socket
+errors included), p99 and max latency, and the memory of the app's workers
+afterwards (the sum of their Pss). Then 20 deploys in a row (a new build and
+`revision` each) under wrk -c64, with their non-2xx count.
+
+Prints the tables and writes benchmarks/results/reload.md and reload.json.
+Bounded: wrk -d per run, each role run by ansible-playbook's own timeout.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+
+import lib
+
+HOST = "uwsgi-bench-reload"
+INVENTORY = "benchmarks/inventory/reload.yml"
+HANDLER_PLAY = "benchmarks/reload-handler.yml"
+CONNECTIONS = 16
+SECONDS = 300  # wrk's bound; it is stopped (SIGINT, which prints its results) 2 s after the run
+DEPLOYS = 20
+PROCESSES = 4
+BUILD_URL = f"{lib.NGINX_URL}/build"
+
+
+def app(import_seconds: int, **changes) -> list[dict]:
+    base = {"name": "flaskapp", "module": "app:app", "chdir": "/srv/current", "socket": lib.SOCKET, "listen": 4096,
+            "processes": PROCESSES, "revision": "r1",
+            "environment": {"APP_NAME": "flaskapp", "IMPORT_SECONDS": str(import_seconds)}}
+    return [dict(base, **changes)]
+
+
+# Each on top of the one before. "handler" and "binary" keep the apps as they
+# are and change something else: the play's own task notifies `uwsgi reload`,
+# or apt reinstalls uwsgi-core behind the role's back.
+STEPS = [
+    ("listen", {"listen": 3000}),
+    ("processes", {"processes": PROCESSES + 1}),
+    ("environment", {"environment_extra": {"RELEASE": "v2"}}),
+    ("revision", {"revision": "r2"}),
+    ("handler", {}),
+    ("uwsgi binary", {}),
+    ("startsecs", {"startsecs": 2}),
+]
+
+
+def apps_for(import_seconds: int, done: dict) -> list[dict]:
+    changes = {k: v for k, v in done.items() if k != "environment_extra"}
+    apps = app(import_seconds, **changes)
+    apps[0]["environment"] = dict(apps[0]["environment"], **done.get("environment_extra", {}))
+    return apps
+
+
+def apply(apps: list[dict], playbook: str = "playbooks/site.yml") -> subprocess.CompletedProcess:
+    return lib.ansible_playbook(INVENTORY, playbook, "-e", json.dumps({"uwsgi_apps": apps}), capture=True)
+
+
+def put_in_place(build: str) -> None:
+    lib.sh(HOST, f"ln -sfn /srv/releases/{build} /srv/current.new && mv -T /srv/current.new /srv/current")
+
+
+def workers_pss_kb() -> int:
+    """The sum of the app's workers' Pss, read as the app's user (root in a
+    container lacks CAP_SYS_PTRACE for another user's smaps_rollup)."""
+    master = lib.sh(HOST, "supervisorctl pid flaskapp").stdout.strip()
+    out = lib.sh(HOST, f"for p in $(ps -o pid= --ppid {master}); do setpriv --reuid=www-data --regid=www-data "
+                       f"--clear-groups grep '^Pss:' /proc/$p/smaps_rollup; done", check=False).stdout
+    return sum(int(line.split()[1]) for line in out.splitlines() if line.startswith("Pss:"))
+
+
+def under_load(connections: int, action) -> dict:
+    lib.sh(HOST, f": > {lib.NGINX_ERROR_LOG}")
+    wrk = subprocess.Popen(["docker", "exec", HOST, "wrk", "-t2", f"-c{connections}", f"-d{SECONDS}s", "--latency",
+                            "--timeout", "10s", BUILD_URL], stdout=subprocess.PIPE, text=True)
+    time.sleep(3)
+    started = time.monotonic()
+    action()
+    took = time.monotonic() - started
+    time.sleep(2)
+    lib.sh(HOST, "pkill -INT -x wrk", check=False)
+    out, _ = wrk.communicate(timeout=SECONDS + 60)
+    result = lib.parse_wrk(out)
+    return {"requests": result["requests"], "non_2xx": result["non_2xx"] + sum(result["socket_errors"].values()),
+            "p99": result["latency"].get("p99"), "max": result["latency"].get("max"), "seconds": round(took, 1)}
+
+
+def change(step: str, import_seconds: int, done: dict) -> None:
+    """Apply one step on top of `done` (updated in place)."""
+    if step == "handler":
+        put_in_place("r3")
+        apply(apps_for(import_seconds, done), HANDLER_PLAY)
+    elif step == "uwsgi binary":
+        lib.sh(HOST, "apt-get install -y -q --reinstall uwsgi-core >/dev/null")
+        apply(apps_for(import_seconds, done))
+    else:
+        if step == "revision":
+            put_in_place("r2")
+        done.update(dict(STEPS)[step])
+        apply(apps_for(import_seconds, done))
+
+
+def main() -> int:
+    print(lib.bold(f"\n-- host {HOST}: the classic setup, then the role with {PROCESSES} workers from /srv/current"))
+    lib.create_host(HOST)
+    lib.ansible_playbook(INVENTORY, "benchmarks/demo-setup.yml", "--limit", HOST, capture=True)
+    lib.hand_over(HOST)
+    for n in range(1, 4 + DEPLOYS):
+        lib.sh(HOST, f"mkdir -p /srv/releases/r{n} && cp /srv/flaskapp/app.py /srv/releases/r{n}/ "
+                     f"&& echo r{n} > /srv/releases/r{n}/BUILD")
+    rows = []
+    for import_seconds in (0, 3):
+        put_in_place("r1")
+        done: dict = {}
+        apply(apps_for(import_seconds, done))
+        lib.sh(HOST, "systemctl restart nginx")
+        for step, _ in STEPS:
+            row = under_load(CONNECTIONS, functools.partial(change, step, import_seconds, done))
+            row.update(change=step, import_seconds=import_seconds, pss_mb=round(workers_pss_kb() / 1024, 1))
+            rows.append(row)
+            lib.say(f"  import {import_seconds} s, {step:12s}: {row['requests']:6d} requests, {row['non_2xx']} non-2xx, "
+                    f"p99 {lib.fmt_s(row['p99'])}, max {lib.fmt_s(row['max'])}, workers {row['pss_mb']} MB")
+    # 20 deploys in a row, each a new build and revision, under a heavier load.
+    revisions = [f"r{n}" for n in range(4, 4 + DEPLOYS)]
+
+    def deploys():
+        for revision in revisions:
+            put_in_place(revision)
+            apply(app(0, revision=revision))
+
+    put_in_place("r1")
+    apply(app(0))
+    serial = under_load(64, deploys)
+    serial.update(deploys=DEPLOYS)
+    if os.environ.get("BENCH_KEEP", "0") != "1":
+        lib.remove_container(HOST)
+    table = lib.table(["import", "change", "requests", "non-2xx", "p99", "max", "run (s)", "workers' Pss (MB)"],
+                      [[f"{r['import_seconds']} s", r["change"], r["requests"], r["non_2xx"], lib.fmt_s(r["p99"]),
+                        lib.fmt_s(r["max"]), r["seconds"], r["pss_mb"]] for r in rows])
+    load = lib.load_average()
+    text = (f"# Every kind of change under load\n\n`make bench` (benchmarks/reload_bench.py): {PROCESSES} workers from "
+            f"/srv/current with the default `uwsgi_apply_strategy` and `code_reload` (1.x: a graceful reload for "
+            f"a config change, a chain reload for code, a stop and start for a program or binary change), wrk "
+            f"-c{CONNECTIONS} through nginx to /build from 3 s before each `ansible-playbook` run to 2 s after it, "
+            f"on one container host. Each change is made on top of the one before. non-2xx counts wrk's socket "
+            f"errors too; the workers' Pss is their sum after the change.\n\n{table}\n\n"
+            f"{DEPLOYS} deploys in a row (a new build and `revision` each, import 0 s) under wrk -c64: "
+            f"{serial['requests']} requests, {serial['non_2xx']} non-2xx, p99 {lib.fmt_s(serial['p99'])}, "
+            f"max {lib.fmt_s(serial['max'])}, {serial['seconds']} s.\n\nLoad average at the end: {load}.\n")
+    lib.write_results("reload", text, rows + [dict(serial, change=f"{DEPLOYS} deploys", import_seconds=0)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
