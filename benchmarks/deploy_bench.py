@@ -43,7 +43,7 @@ def apply(apps: list[dict], check: bool = True) -> subprocess.CompletedProcess:
 
 
 def put_in_place(build: str) -> None:
-    lib.sh(HOST, f"ln -sfn /srv/releases/{build} /srv/current.new && mv -T /srv/current.new /srv/current")
+    lib.put_in_place(HOST, build)
 
 
 def answers(count: int = 40) -> dict[str, int]:
@@ -67,19 +67,13 @@ def wait_for_build(build: str, timeout: float = 120) -> float:
 
 
 def measure(way: str, import_seconds: int, build: str, deploy) -> dict:
-    lib.sh(HOST, f": > {lib.NGINX_ERROR_LOG}")
     put_in_place(build)
-    wrk = subprocess.Popen(["docker", "exec", HOST, "wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency",
-                            "--timeout", "10s", BUILD_URL], stdout=subprocess.PIPE, text=True)
-    time.sleep(3)
-    started = time.monotonic()
-    deploy()
-    wait_for_build(build)
-    took = time.monotonic() - started
-    time.sleep(2)
-    lib.sh(HOST, "pkill -INT -x wrk", check=False)
-    out, _ = wrk.communicate(timeout=SECONDS + 60)
-    result = lib.parse_wrk(out)
+
+    def deploy_and_wait():
+        deploy()
+        wait_for_build(build)
+
+    result, took = lib.wrk_around(HOST, BUILD_URL, CONNECTIONS, SECONDS, deploy_and_wait)
     row = {"way": way, "import_seconds": import_seconds, "requests": result["requests"],
            "non_2xx": result["non_2xx"] + sum(result["socket_errors"].values()),
            "p99": result["latency"].get("p99"), "max": result["latency"].get("max"), "seconds": round(took, 1)}

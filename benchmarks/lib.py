@@ -336,6 +336,27 @@ def wait_metrics(name: str, path: str, since: float = 0.0, timeout: float = 20) 
 
 # Presentation ----------------------------------------------------------------
 
+def put_in_place(name: str, build: str) -> None:
+    """Point /srv/current at /srv/releases/BUILD in one rename, as a deploy does."""
+    sh(name, f"ln -sfn /srv/releases/{build} /srv/current.new && mv -T /srv/current.new /srv/current")
+
+
+def wrk_around(name: str, url: str, connections: int, bound: int, action) -> tuple[dict, float]:
+    """wrk through nginx from 3 s before `action()` to 2 s after it (bounded by -d `bound` s):
+    wrk's parsed results, and the seconds `action` took."""
+    sh(name, f": > {NGINX_ERROR_LOG}")
+    wrk = subprocess.Popen(["docker", "exec", name, "wrk", "-t2", f"-c{connections}", f"-d{bound}s", "--latency",
+                            "--timeout", "10s", url], stdout=subprocess.PIPE, text=True)
+    time.sleep(3)
+    started = time.monotonic()
+    action()
+    took = time.monotonic() - started
+    time.sleep(2)
+    sh(name, "pkill -INT -x wrk", check=False)
+    out, _ = wrk.communicate(timeout=bound + 60)
+    return parse_wrk(out), took
+
+
 def load_average() -> str:
     """This machine's load average over 1, 5 and 15 minutes, as a result says it."""
     return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])

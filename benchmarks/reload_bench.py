@@ -22,7 +22,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import lib
 
@@ -74,7 +73,7 @@ def apply(apps: list[dict], playbook: str = "playbooks/site.yml", changes: bool 
 
 
 def put_in_place(build: str) -> None:
-    lib.sh(HOST, f"ln -sfn /srv/releases/{build} /srv/current.new && mv -T /srv/current.new /srv/current")
+    lib.put_in_place(HOST, build)
 
 
 def workers_pss_kb() -> int:
@@ -87,17 +86,7 @@ def workers_pss_kb() -> int:
 
 
 def under_load(connections: int, action) -> dict:
-    lib.sh(HOST, f": > {lib.NGINX_ERROR_LOG}")
-    wrk = subprocess.Popen(["docker", "exec", HOST, "wrk", "-t2", f"-c{connections}", f"-d{SECONDS}s", "--latency",
-                            "--timeout", "10s", BUILD_URL], stdout=subprocess.PIPE, text=True)
-    time.sleep(3)
-    started = time.monotonic()
-    action()
-    took = time.monotonic() - started
-    time.sleep(2)
-    lib.sh(HOST, "pkill -INT -x wrk", check=False)
-    out, _ = wrk.communicate(timeout=SECONDS + 60)
-    result = lib.parse_wrk(out)
+    result, took = lib.wrk_around(HOST, BUILD_URL, connections, SECONDS, action)
     return {"requests": result["requests"], "non_2xx": result["non_2xx"] + sum(result["socket_errors"].values()),
             "p99": result["latency"].get("p99"), "max": result["latency"].get("max"), "seconds": round(took, 1)}
 
