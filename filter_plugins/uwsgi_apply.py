@@ -102,9 +102,12 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful", code=None):
     programs = probe.get("supervisor", {}).get("programs", {})
     backlogs = host.backlogs_by_socket(probe.get("listeners", []))
     managed = probe.get("managed", {})
-    plan = {"load": [], "start": [], "restart": [], "listen": [], "reload": [], "chain": [], "why": []}
+    plan = {"load": [], "start": [], "restart": [], "listen": [], "reload": [], "chain": [], "switch": [], "why": []}
     for app in apps:
         if app["state"] != "present":
+            continue
+        if app.get("beside"):
+            _beside_plan(plan, app, changed, probe, code)
             continue
         name = app["name"]
         state = programs.get(name, {}).get("state")
@@ -198,6 +201,56 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful", code=None):
                         if app["name"] in plan["load"] and app["socket_kind"] == "unix"
                         and managed.get(app["name"], {}).get("user") not in (None, app["uid"])]
     return plan
+
+
+def _beside_reasons(app, changed, probe, code):
+    """Why a beside app needs a new instance (empty: it serves as asked)."""
+    name = app["name"]
+    entry = probe.get("supervisor", {}).get("programs", {}).get(name) or {}
+    workers = _workers(app, probe)
+    scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
+    checks = [
+        (name in changed.get("programs", []), "its Supervisor program changed"),
+        (name in changed.get("inis", []) or name in changed.get("envs", []), "its ini or environment changed"),
+        (name in changed.get("deps", []), "its packages changed"),
+        (name in changed.get("binaries", []), "its uwsgi binary changed"),
+        (entry.get("state") != "RUNNING", "no instance of it serves (%s)" % entry.get("state", "not loaded")),
+        (bool(entry.get("extra")), "two instances of it run (a switch that did not finish)"),
+        (entry.get("state") == "RUNNING" and _pending(name, probe), "its files changed after its instance started"),
+        (entry.get("state") == "RUNNING" and _program_pending(name, probe),
+         "its Supervisor program changed after its instance started"),
+        (entry.get("state") == "RUNNING" and _binary_pending(name, probe),
+         "its uwsgi binary changed after its instance started"),
+        (entry.get("state") == "RUNNING" and _deps_pending(app, probe),
+         "its packages were installed after its instance started"),
+        (entry.get("state") == "RUNNING" and not scaled and workers is not None and workers != app["processes"],
+         "it runs %s workers, not %s" % (workers, app["processes"])),
+        (name in (code or {}), (code or {}).get(name)),
+    ]
+    return [why for hit, why in checks if hit]
+
+
+def _beside_plan(plan, app, changed, probe, code):
+    """A beside app's part of the plan: a new backlog on the pool's open
+    socket, and a new instance started beside the serving one for anything
+    else (uwsgi_switch)."""
+    name = app["name"]
+    entry = probe.get("supervisor", {}).get("programs", {}).get(name)
+    backlog = host.backlogs_by_socket(probe.get("listeners", [])).get(host.socket_key(app["socket"]))
+    record = probe.get("managed", {}).get(name, {})
+    moved = bool(record.get("sockets")) and record.get("beside") is False
+    pool = (entry or {}).get("pool") or {}
+    if backlog is not None and backlog != app["listen"] and pool.get("pid"):
+        plan["listen"].append({"name": name, "socket": app["socket"], "backlog": app["listen"], "pid": pool["pid"],
+                               "uid": app["uid"], "gid": app["gid"], "was": backlog})
+        plan["why"].append("%s: listen %s -> %d on the open socket" % (name, backlog, app["listen"]))
+    reasons = [] if entry is None else _beside_reasons(app, changed, probe, code)
+    if entry is None or reasons:
+        plan["switch"].append({"name": name, "children": 1 if any(str(k).startswith("cheaper") for k in app.get(
+            "options") or {}) else app["processes"] + _input.uwsgi_other_children(app), "timeout": app["ready_timeout"],
+            "update": name in changed.get("programs", []) or moved})
+        plan["why"].append("%s: %s" % (name, "start its socket's pool and its first instance" if entry is None else
+                                       "a new instance beside the serving one (%s)" % "; ".join(reasons)))
 
 
 # Docker's default seccomp profile refuses pidfd_getfd with EPERM: what a
@@ -300,6 +353,15 @@ def uwsgi_file_plan(apps, plan, paths, environments, sampler=None, logrotate=Fal
              "path": "%s/%s.conf" % (paths["supervisor_conf_dir"], app["name"]),
              "owner": "root", "group": "root", "mode": "0644", "backup": True},
         ]
+    beside = [app for app in apps if app.get("beside")]
+    if beside:
+        dirs.append({"path": paths["zerg_dir"], "owner": "root", "group": "root", "mode": "0755"})
+    for app in beside:
+        # The pool's socket hands out the app's listening socket: its directory is the app user's alone.
+        dirs.append({"path": "%s/%s" % (paths["zerg_dir"], app["name"]), "owner": app["uid"], "group": app["gid"],
+                     "mode": "0700"})
+        templates.append({"src": "etc/uwsgi/pool.ini.j2", "path": "%s/%s.socket.ini" % (paths["config_dir"], app["name"]),
+                          "vars": {"item": app}, "owner": "root", "group": app["gid"], "mode": "0640", "backup": True})
     if logrotate and apps:
         templates.append({"src": "etc/logrotate.d/backlogops-uwsgi.j2", "path": paths["logrotate"],
                           "owner": "root", "group": "root", "mode": "0644"})

@@ -204,6 +204,17 @@ def _path_errors(where, app, found, settings):
     return errors
 
 
+def _layout_errors(where, app, record):
+    """An app the role runs in one layout cannot be moved to the other yet
+    (apply_strategy beside: a pool and two instances; else one program)."""
+    if not record or bool(record.get("beside")) == bool(app.get("beside")):
+        return []
+    return ["%s: it runs with apply_strategy %s, and this release cannot move a serving app %s the beside layout "
+            "without freeing its socket; keep its apply_strategy, or remove it first (state: absent) and add it "
+            "back." % (where, "beside" if record.get("beside") else "graceful or restart",
+                       "out of" if record.get("beside") else "into")]
+
+
 def uwsgi_host_plan(apps, probe, settings):
     """What this run does on the host, decided from the probe: errors found
     before any change, warnings, directories, tmpfiles entries, what to remove,
@@ -267,6 +278,7 @@ def uwsgi_host_plan(apps, probe, settings):
             errors.append("%s: Supervisor already has a program %s that this role did not write (%s); the role "
                           "never takes over or restarts a program it does not own. Give the app another name, or "
                           "remove that program first." % (where, app["name"], foreign[app["name"]]))
+        errors += _layout_errors(where, app, managed.get(app["name"]))
         for holder in _holders(app, probe, removing):
             errors.append("%s: socket %s is already held by %s; stop or remove it first (for a program this "
                           "role manages, list it with state: absent or set uwsgi_unlisted_apps: remove), or give "
@@ -330,14 +342,19 @@ def uwsgi_host_plan(apps, probe, settings):
     for name in sorted(removing):
         record = managed.get(name, {})
         sockets = [s for s in record.get("sockets", []) if s.startswith("/") and host.socket_key(s) not in in_use]
+        # The beside layout's programs: the pool and two instances, each with its log.
+        programs = ["%s.%s" % (name, part) for part in ("socket", "a", "b")] if record.get("beside") else [name]
         removals.append({
             "name": name,
             "loaded": name in probe.get("supervisor", {}).get("programs", {}),
+            "programs": programs,
             "program_file": record.get("program_file") or "%s/%s.conf" % (settings["supervisor_conf_dir"], name),
-            "files": ["%s/%s.%s" % (settings["config_dir"], name, kind) for kind in ("ini", "env.ini", "reload")]
+            "files": ["%s/%s.%s" % (settings["config_dir"], name, kind)
+                      for kind in ("ini", "env.ini", "reload", "socket.ini")]
                      + sockets
-                     + ["%s/%s.log" % (settings["log_dir"], name)]
-                     + ["%s/%s.log.%d" % (settings["log_dir"], name, n) for n in range(1, 6)],
+                     + (["%s/%s" % (settings["zerg_dir"], name)] if record.get("beside") else [])
+                     + ["%s/%s.log%s" % (settings["log_dir"], program, suffix) for program in programs
+                        for suffix in [""] + [".%d" % n for n in range(1, 6)]],
         })
     # The unix sockets present apps bound before this run and no app binds now
     # (a socket moved): removed, with a directory the role made for them, once

@@ -266,6 +266,7 @@ def uwsgi_normalize(apps, settings):
         venv = _pick(app.get("virtualenv"), None)
         pip = settings.get("install_method") == "pip"
         uwsgi_venv = _pick(venv, settings.get("pip_virtualenv")) if pip else None
+        strategy = str(_pick(app.get("apply_strategy"), settings.get("apply_strategy", "graceful")))
         out.append({
             "name": name,
             "state": _pick(app.get("state"), "present"),
@@ -295,7 +296,13 @@ def uwsgi_normalize(apps, settings):
             "log_backups": int(_pick(app.get("log_backups"), settings.get("log_backups", 10))),
             "request_logging": str(_pick(app.get("request_logging"), settings.get("request_logging", "errors"))),
             "code_reload": str(_pick(app.get("code_reload"), settings.get("code_reload", "chain"))),
-            "chain": _chain(app, str(_pick(app.get("code_reload"), settings.get("code_reload", "chain")))),
+            "apply_strategy": strategy,
+            # Beside: prefork instances started beside the serving one (docs/zerg.md); no chain reload.
+            "beside": strategy == "beside",
+            # The pool's own socket, that only the app's user reaches: its instances attach there.
+            "zerg": "%s/%s/pool.zerg" % (settings.get("zerg_dir", "/var/lib/uwsgi-zerg"), name),
+            "chain": strategy != "beside" and _chain(
+                app, str(_pick(app.get("code_reload"), settings.get("code_reload", "chain")))),
             "uwsgi_venv": uwsgi_venv,
             "binary": (uwsgi_venv + "/bin/uwsgi") if pip else settings["binary"],
         })

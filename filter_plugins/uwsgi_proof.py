@@ -19,7 +19,7 @@ uwsgi_other_children = _state.uwsgi_other_children
 uwsgi_unserved = _state.uwsgi_unserved
 
 
-def uwsgi_proof(apps, probe, users=None):
+def uwsgi_proof(apps, probe, users=None, switched=None):
     """Each present app's verdict after the change: RUNNING under Supervisor,
     its listen as the backlog in effect on its socket, its app loaded when it
     was started in this run, as many workers as `processes`, and a 2xx or 3xx
@@ -34,6 +34,10 @@ def uwsgi_proof(apps, probe, users=None):
         listener, wrong = _socket_in_effect(app, probe, users)
         backlog = listener["backlog"] if listener and not wrong else None
         problems = []
+        switch = next((s for s in switched or [] if s["name"] == name), None)
+        if switch and not switch["ok"]:
+            problems.append("its new instance did not serve (%s); %s serves on" % (
+                switch["why"], switch.get("from") or "no instance"))
         if state.get("state") != "RUNNING":
             problems.append("Supervisor says %s" % state.get("line", "no such program"))
         if wrong and listener:
@@ -280,7 +284,8 @@ def uwsgi_prove_live(apps, changed_files, touched, apply, sampler_action):
     reloaded something, or an app names a check_path. Otherwise it judges
     what the preflight's probe read at the start of the run (nothing was
     done since)."""
-    return bool(changed_files or touched or (apply or {}).get("listen") or (apply or {}).get("chain") or sampler_action
+    return bool(changed_files or touched or (apply or {}).get("listen") or (apply or {}).get("chain")
+                or (apply or {}).get("switch") or sampler_action
                 or any(app.get("check_path") for app in apps))
 
 class FilterModule:

@@ -138,6 +138,7 @@ from ansible.module_utils.uwsgi_host import (
     read_untrusted,
     requirements_digest,
     requirements_files,
+    slot_app,
     ss_device,
     untrusted_by,
     with_extended,
@@ -279,8 +280,10 @@ def managed_apps(conf_dir, config_dir, log_dir, programs):
         except OSError:
             ini_group = None
         name = program["name"]
+        # A beside app's socket is its pool's.
+        pool_text = read(os.path.join(config_dir, name + ".socket.ini"), "") if program.get("beside") else None
         program.update({"program_file": path, "ini_exists": ini_text is not None, "ini_group": ini_group,
-                        "sockets": parse_ini_sockets(ini_text or ""),
+                        "sockets": parse_ini_sockets(ini_text if pool_text is None else pool_text),
                         "config_mtime": mtime(ini, os.path.join(config_dir, name + ".env.ini")),
                         "program_mtime": mtime(path),
                         # When the uwsgi binary its program runs was put in place (a package or
@@ -320,11 +323,12 @@ def foreign_programs(conf_dir, managed, programs):
     where it was found (a file of the config directory, or supervisorctl)."""
     found = {}
     for path in sorted(glob.glob(os.path.join(conf_dir, "*.conf"))):
-        for name in parse_supervisor_sections(read(path, "")):
+        for section in parse_supervisor_sections(read(path, "")):
+            name = slot_app(section) if managed.get(slot_app(section) or "", {}).get("beside") else section
             if name not in managed or managed[name]["program_file"] != path:
-                found.setdefault(name, path)
+                found.setdefault(section, path)
     for name in programs:
-        if name not in managed:
+        if name not in managed and not managed.get(slot_app(name) or "", {}).get("beside"):
             found.setdefault(name, "loaded in supervisord")
     return found
 
@@ -575,7 +579,9 @@ def main():
         _, out, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--processes"])
         _, extended, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--extended"])
         listeners = with_extended(parse_ss_listeners(out), extended)
-    program_pids = {s["pid"]: name for name, s in supervisor["programs"].items() if s["pid"]}
+    # A beside app's instances and pool hold its socket: each counts as the app.
+    program_pids = {s["pid"]: slot_app(name) if slot_app(name) in supervisor["programs"] else name
+                    for name, s in supervisor["programs"].items() if s["pid"]}
     parents = parents_of([pid for lst in listeners for _, pid in lst["processes"]])
     for listener in listeners:
         listener["programs"] = sorted({

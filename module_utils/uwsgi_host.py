@@ -113,8 +113,49 @@ def backlogs_by_socket(listeners):
     return backlogs
 
 
+SLOTS = ("a", "b")
+POOL = "socket"
+_UPTIME = re.compile(r"uptime (?:(\d+) days?, )?(\d+):(\d\d):(\d\d)")
+
+
+def slot_app(program):
+    """The app a program of the beside layout belongs to (NAME.a, NAME.b,
+    NAME.socket), or None: app names never hold a dot."""
+    base, dot, part = program.rpartition(".")
+    return base if dot and base and part in SLOTS + (POOL,) else None
+
+
+def _uptime(entry):
+    match = _UPTIME.search(entry.get("line", ""))
+    if not match:
+        return 0
+    days, hours, minutes, seconds = (int(x or 0) for x in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def serving_slots(states):
+    """Each beside app as one entry under its own name: the instance that
+    serves (the RUNNING slot; of two, the one that ran first, since the other
+    is a switch's and unproven), with `slot`, `program`, `idle` (the other
+    slot's program), `extra` (the other slot when it runs too) and `pool`
+    (the pool's entry)."""
+    apps = {}
+    for name in states:
+        app = slot_app(name)
+        if app and name.endswith(".a") and app + ".b" in states and app not in states:
+            slots = [app + "." + s for s in SLOTS]
+            running = sorted((n for n in slots if states[n]["state"] == "RUNNING"), key=lambda n: -_uptime(states[n]))
+            settling = [n for n in slots if states[n]["state"] in ("STARTING", "BACKOFF")]
+            serving = (running or settling or slots)[0]
+            other = slots[1 - slots.index(serving)]
+            apps[app] = dict(states[serving], slot=serving.rpartition(".")[2], program=serving, idle=other,
+                             extra=other if other in running else None, pool=states.get(app + "." + POOL))
+    return apps
+
+
 def parse_supervisor_status(status_stdout):
-    """Each program in `supervisorctl status` output: state, pid and the line."""
+    """Each program in `supervisorctl status` output: state, pid and the line;
+    a beside app also under its own name, as its serving instance (serving_slots)."""
     states = {}
     for line in (status_stdout or "").splitlines():
         fields = line.split()
@@ -125,6 +166,7 @@ def parse_supervisor_status(status_stdout):
         if len(fields) >= 4 and fields[2] == "pid":
             pid = int(fields[3].rstrip(","))
         states[fields[0]] = {"state": fields[1], "pid": pid, "line": " ".join(fields)}
+    states.update(serving_slots(states))
     return states
 
 
@@ -167,9 +209,14 @@ def parse_program_file(text):
             user = arg.split("=", 1)[1]
         elif arg.startswith("--regid="):
             group = arg.split("=", 1)[1]
+    beside = bool(slot_app(name) and ini and ini.endswith("/%s.ini" % slot_app(name)))
+    if beside:
+        # The beside layout's file: the pool's and two instances' programs, the last one NAME.b.
+        name = slot_app(name)
     if not managed and not (ini and ini.endswith("/%s.ini" % name)):
         return None
-    return {"name": name, "command": command, "ini": ini, "user": user, "group": group, "marked": managed}
+    return {"name": name, "command": command, "ini": ini, "user": user, "group": group, "marked": managed,
+            "beside": beside}
 
 
 def is_roles_program(program, config_dir):
@@ -195,6 +242,9 @@ def parse_ini_sockets(text):
         key, sep, value = line.partition("=")
         if sep and key.strip() in ("socket", "http-socket", "uwsgi-socket", "https-socket"):
             sockets.append(value.strip().split(",")[0])
+        elif sep and key.strip() in ("zergpool", "zerg-pool"):
+            # A pool's `zergpool = POOL:SOCKET` (the beside layout's NAME.socket.ini).
+            sockets.append(value.strip().split(":", 1)[-1])
     return sockets
 
 

@@ -37,7 +37,7 @@ def test_a_mistyped_app_key_names_the_key_it_is_closest_to(typo, meant):
 
 def test_an_unknown_app_key_like_no_other_lists_the_keys_an_app_takes():
     (error,) = app_errors(frobnicate=1)
-    assert error.startswith("uwsgi_apps[0] (quotes): unknown key 'frobnicate'; an app's keys are chdir, check_path,")
+    assert error.startswith("uwsgi_apps[0] (quotes): unknown key 'frobnicate'; an app's keys are apply_strategy, chdir, check_path,")
     assert "did you mean" not in error and error.endswith("uid, virtualenv.")
 
 

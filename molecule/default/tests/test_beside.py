@@ -1,0 +1,156 @@
+"""apply_strategy beside: every change reaches the app as a new instance
+started beside the serving one, over a socket its zerg pool holds for good.
+The app imports for 3 s (IMPORT_SECONDS) and runs 4 workers from a release
+directory; nginx serves it on :8083; a request stream runs through nginx to
+/build for the whole of every run, and a user of the web group (www-data)
+tries to bind the socket path in a loop."""
+
+import json
+
+import pytest
+
+import hostchecks as hc
+from test_apply import BASE_APPS, ok, run_with
+
+IMPORT_SECONDS = 3
+NAME = "zapp"
+SOCKET = f"/run/uwsgi/{NAME}.sock"
+PORT = 8083
+RELEASES = "/srv/zreleases"
+BASE = {"name": NAME, "module": "app:app", "chdir": f"{RELEASES}/b1", "processes": 4, "listen": 1000,
+        "apply_strategy": "beside", "check_path": "/build", "revision": "b1",
+        "environment": {"APP_NAME": NAME, "IMPORT_SECONDS": str(IMPORT_SECONDS)}}
+# Each change in turn, on top of the one before.
+CHANGES = [
+    ("listen", {"listen": 3000}),
+    ("processes", {"processes": 5}),
+    ("environment", {"environment": dict(BASE["environment"], RELEASE="v2")}),
+    ("revision", {"revision": "b2", "chdir": f"{RELEASES}/b2"}),
+    ("startsecs", {"startsecs": 5}),
+]
+# A www-data process that tries to bind the socket path for as long as it runs.
+SQUATTER = (
+    "import os, socket, sys, time\n"
+    "end = time.monotonic() + float(sys.argv[2]); got = 0\n"
+    "while time.monotonic() < end:\n"
+    "    s = socket.socket(socket.AF_UNIX)\n"
+    "    try:\n"
+    "        s.bind(sys.argv[1]); got += 1; os.unlink(sys.argv[1])\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    s.close()\n"
+    "print(got)\n")
+
+
+def apps(**change):
+    return BASE_APPS + [dict(BASE, **change)]
+
+
+def inode(host):
+    return host.check_output(f"stat -c %i {SOCKET}")
+
+
+def instances(host):
+    """The app's programs as Supervisor shows them: name -> (state, pid)."""
+    out = host.run(f"supervisorctl status {NAME}.socket {NAME}.a {NAME}.b").stdout
+    return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
+
+
+def serving_master(host):
+    for slot in ("a", "b"):
+        state, pid = hc.supervisor_state(host, f"{NAME}.{slot}")
+        if state == "RUNNING":
+            return pid
+    raise AssertionError(instances(host))
+
+
+@pytest.fixture(scope="module")
+def beside(host, tmp_path_factory):
+    """Builds b1 and b2, b3 whose import raises; the app serving b1 beside the README's apps."""
+    for build in ("b1", "b2", "b3"):
+        host.run_test(f"mkdir -p {RELEASES}/{build} && cp /srv/flaskapp/app.py {RELEASES}/{build}/ "
+                      f"&& echo {build} > {RELEASES}/{build}/BUILD")
+    host.run_test(f"echo 'raise RuntimeError(\"broken build b3: SETTINGS_MODULE is not set\")' "
+                  f">> {RELEASES}/b3/app.py")
+    host.run_test(f"printf %s {SQUATTER!r} > /srv/squatter.py")
+    tmp = tmp_path_factory.mktemp("beside")
+    ok(run_with(tmp, "beside-base", apps()))
+    yield tmp
+    ok(run_with(tmp, "beside-cleanup", BASE_APPS + [{"name": NAME, "state": "absent"}]))
+
+
+def under_load(host, tag, run):
+    before = inode(host)
+    host.run_test(f"setsid -f sh -c 'setpriv --reuid=www-data --regid=www-data --init-groups "
+                  f"python3 /srv/squatter.py {SOCKET} 3600 > /srv/squat-{tag}.out 2>&1 & echo $! > /srv/squat-{tag}.pid'")
+    with hc.Load(host, tag, {NAME: PORT}, path="/build", bodies=True) as load:
+        result = run()
+    host.run(f"kill -INT $(cat /srv/squat-{tag}.pid)")
+    return {"run": result, "load": load, "stats": load.results[NAME], "inode": (before, inode(host)),
+            "squatted": host.run(f"cat /srv/squat-{tag}.out").stdout.strip()}
+
+
+@pytest.fixture(scope="module")
+def changed(host, beside):
+    seen, change = {}, {}
+    for tag, more in CHANGES:
+        change.update(more)
+        seen[tag] = under_load(host, tag, lambda: run_with(beside, tag, apps(**change)))
+        if seen[tag]["run"].returncode != 0:
+            break
+    return seen
+
+
+def test_a_new_app_starts_as_a_pool_and_one_instance(host, beside):
+    assert instances(host) == {f"{NAME}.a": "RUNNING", f"{NAME}.b": "STOPPED", f"{NAME}.socket": "RUNNING"}
+    assert hc.listen_backlogs(host)[SOCKET] == 1000
+    # The socket is the app user's, bound by its pool.
+    assert host.check_output(f"stat -c %U:%G:%a {SOCKET}") == "www-data:www-data:660"
+
+
+@pytest.mark.parametrize("tag", [c[0] for c in CHANGES])
+def test_each_change_comes_as_a_new_instance_with_no_request_lost_or_kept_waiting(host, changed, tag):
+    assert tag in changed, "an earlier change failed"
+    seen = changed[tag]
+    ok(seen["run"])
+    seen["load"].check()
+    assert seen["stats"]["latency"]["max"] < 1.0, seen["stats"]
+    # The socket never moved, and no other user ever held its path.
+    assert seen["inode"][0] == seen["inode"][1]
+    assert seen["squatted"] == "", seen["squatted"]
+
+
+def test_the_changes_are_in_effect_on_one_instance(host, changed):
+    assert "startsecs" in changed
+    assert hc.listen_backlogs(host)[SOCKET] == 3000
+    master = serving_master(host)
+    assert len(host.check_output(f"ps -o pid= --ppid {master}").split()) == 5
+    assert sorted(instances(host).values()) == ["RUNNING", "RUNNING", "STOPPED"]
+    assert changed["startsecs"]["stats"]["last_body"] == "b2"
+
+
+def test_a_converged_rerun_changes_nothing(host, changed, beside):
+    run = ok(run_with(beside, "rerun", apps(**{k: v for _, more in CHANGES for k, v in more.items()})))
+    assert set(hc.recap_changed(run.stdout).values()) == {0}, run.stdout[-3000:]
+
+
+def test_a_broken_build_is_refused_and_the_serving_instance_goes_on(host, changed, beside):
+    last = {k: v for _, more in CHANGES for k, v in more.items()}
+    before = serving_master(host)
+    seen = under_load(host, "broken", lambda: run_with(beside, "broken", apps(**dict(
+        last, revision="b3", chdir=f"{RELEASES}/b3"))))
+    assert seen["run"].returncode != 0
+    assert "broken build b3" in seen["run"].stdout + seen["run"].stderr
+    seen["load"].check()
+    assert seen["stats"]["last_body"] == "b2"
+    assert serving_master(host) == before
+    # A worker that dies comes back on the build its instance loaded.
+    workers = host.check_output(f"ps -o pid= --ppid {before}").split()
+    host.run_test(f"kill -9 {workers[0]}")
+    bodies = {host.run(f"uwsgiprobe request {SOCKET} /build").stdout.strip().splitlines()[-1] for _ in range(30)}
+    assert bodies == {"b2"}, bodies
+
+
+def test_the_record_names_the_layout(host, changed):
+    record = json.loads(host.check_output("cat /etc/uwsgi/supervisor/.applied.json"))
+    assert record[NAME]["revision"] == "b2"
