@@ -6,6 +6,7 @@ directory; nginx serves it on :8083; a request stream runs through nginx to
 tries to bind the socket path in a loop."""
 
 import json
+import time
 
 import pytest
 
@@ -28,18 +29,22 @@ CHANGES = [
     ("revision", {"revision": "b2", "chdir": f"{RELEASES}/b2"}),
     ("startsecs", {"startsecs": 5}),
 ]
-# A www-data process that tries to bind the socket path for as long as it runs.
-SQUATTER = (
-    "import os, socket, sys, time\n"
-    "end = time.monotonic() + float(sys.argv[2]); got = 0\n"
-    "while time.monotonic() < end:\n"
-    "    s = socket.socket(socket.AF_UNIX)\n"
-    "    try:\n"
-    "        s.bind(sys.argv[1]); got += 1; os.unlink(sys.argv[1])\n"
-    "    except OSError:\n"
-    "        pass\n"
-    "    s.close()\n"
-    "print(got)\n")
+# A www-data process that tries to bind the socket path until its stop file
+# exists, then prints how often it got it.
+SQUATTER = """
+import os, socket, sys
+got = 0
+while not os.path.exists(sys.argv[2]):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind(sys.argv[1])
+        got += 1
+        os.unlink(sys.argv[1])
+    except OSError:
+        pass
+    s.close()
+print(got)
+"""
 
 
 def apps(**change):
@@ -72,7 +77,7 @@ def beside(host, tmp_path_factory):
                       f"&& echo {build} > {RELEASES}/{build}/BUILD")
     host.run_test(f"echo 'raise RuntimeError(\"broken build b3: SETTINGS_MODULE is not set\")' "
                   f">> {RELEASES}/b3/app.py")
-    host.run_test(f"printf %s {SQUATTER!r} > /srv/squatter.py")
+    host.run_test(f"cat > /srv/squatter.py <<'EOF'{SQUATTER}EOF")
     tmp = tmp_path_factory.mktemp("beside")
     ok(run_with(tmp, "beside-base", apps()))
     yield tmp
@@ -81,13 +86,18 @@ def beside(host, tmp_path_factory):
 
 def under_load(host, tag, run):
     before = inode(host)
-    host.run_test(f"setsid -f sh -c 'setpriv --reuid=www-data --regid=www-data --init-groups "
-                  f"python3 /srv/squatter.py {SOCKET} 3600 > /srv/squat-{tag}.out 2>&1 & echo $! > /srv/squat-{tag}.pid'")
+    stop, out = f"/srv/squat-{tag}.stop", f"/srv/squat-{tag}.out"
+    host.run_test(f"rm -f {stop} {out} && setsid -f sh -c 'setpriv --reuid=www-data --regid=www-data --init-groups "
+                  f"python3 /srv/squatter.py {SOCKET} {stop} > {out} 2>&1'")
     with hc.Load(host, tag, {NAME: PORT}, path="/build", bodies=True) as load:
         result = run()
-    host.run(f"kill -INT $(cat /srv/squat-{tag}.pid)")
+    host.run_test(f"touch {stop}")
+    for _ in range(50):
+        if host.run(f"cat {out}").stdout.strip():
+            break
+        time.sleep(0.1)
     return {"run": result, "load": load, "stats": load.results[NAME], "inode": (before, inode(host)),
-            "squatted": host.run(f"cat /srv/squat-{tag}.out").stdout.strip()}
+            "squatted": host.run(f"cat {out}").stdout.strip()}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +127,7 @@ def test_each_change_comes_as_a_new_instance_with_no_request_lost_or_kept_waitin
     assert seen["stats"]["latency"]["max"] < 1.0, seen["stats"]
     # The socket never moved, and no other user ever held its path.
     assert seen["inode"][0] == seen["inode"][1]
-    assert seen["squatted"] == "", seen["squatted"]
+    assert seen["squatted"] == "0", seen["squatted"]
 
 
 def test_the_changes_are_in_effect_on_one_instance(host, changed):
