@@ -105,7 +105,7 @@ def changed(host, beside):
     seen, change = {}, {}
     for tag, more in CHANGES:
         change.update(more)
-        seen[tag] = under_load(host, tag, lambda: run_with(beside, tag, apps(**change)))
+        seen[tag] = under_load(host, tag, lambda tag=tag: run_with(beside, tag, apps(**change)))
         if seen[tag]["run"].returncode != 0:
             break
     return seen

@@ -1,0 +1,130 @@
+"""apply_strategy beside: Supervisor's view of a pool and two instances, and
+the steps that move an app to a new instance (library/uwsgi_switch.py). The
+status and program files were captured on Debian 12 with app zapp (a TCP
+socket), serving and in the middle of a switch."""
+
+import pytest
+
+from conftest import FIXTURES, ROOT, filters as f, load, uwsgi_host as h
+from test_decisions import SETTINGS
+
+switch = load("uwsgi_switch", "library/uwsgi_switch.py")
+STATUS = (FIXTURES / "bookworm" / "supervisorctl-status-beside.txt").read_text()
+SWITCHING = (FIXTURES / "bookworm" / "supervisorctl-status-beside-switching.txt").read_text()
+PROGRAM = (FIXTURES / "bookworm" / "program-beside.conf").read_text()
+ZAPP = {"name": "zapp", "module": "app:app", "socket": "127.0.0.1:8003", "apply_strategy": "beside", "processes": 2}
+
+
+def test_an_app_is_seen_as_its_serving_instance_with_its_pool():
+    zapp = h.parse_supervisor_status(STATUS)["zapp"]
+    assert zapp["state"] == "RUNNING" and zapp["pid"] == 29777
+    assert (zapp["program"], zapp["idle"], zapp["extra"]) == ("zapp.a", "zapp.b", None)
+    assert zapp["pool"]["state"] == "RUNNING" and zapp["pool"]["pid"] == 29776
+
+
+def test_of_two_running_instances_the_older_serves_and_the_other_is_extra():
+    zapp = h.parse_supervisor_status(SWITCHING)["zapp"]
+    assert (zapp["program"], zapp["pid"], zapp["extra"]) == ("zapp.a", 29777, "zapp.b")
+
+
+def test_other_programs_are_not_taken_for_instances():
+    states = h.parse_supervisor_status(STATUS)
+    assert set(states) == {"flaskapi", "flaskapp", "uwsgi-sampler", "zapp", "zapp.a", "zapp.b", "zapp.socket"}
+    assert h.slot_app("uwsgi-sampler") is None and h.slot_app("a.b") == "a" and h.slot_app(".a") is None
+
+
+def test_the_program_file_is_the_apps_own():
+    program = h.parse_program_file(PROGRAM)
+    assert (program["name"], program["beside"]) == ("zapp", True)
+    assert program["ini"] == "/etc/uwsgi/supervisor/zapp.ini"
+    assert h.is_roles_program(program, "/etc/uwsgi/supervisor")
+
+
+def test_a_pool_ini_names_the_socket_it_holds():
+    assert h.parse_ini_sockets("zergpool = /var/lib/uwsgi-zerg/zapp/pool.zerg:127.0.0.1:8003\n") == ["127.0.0.1:8003"]
+
+
+def steps(status, **item):
+    return switch.switch_steps(dict({"name": "zapp"}, **item), h.parse_supervisor_status(status))
+
+
+def test_a_change_starts_the_idle_instance_and_stops_the_serving_one_once_it_has_its_workers():
+    assert steps(STATUS) == [("update", ["zapp.b"]), ("start", "zapp.b"), ("wait", "zapp.b"), ("stop", "zapp.a")]
+
+
+def test_a_switch_that_did_not_finish_loses_its_unproven_instance_first():
+    assert steps(SWITCHING)[:2] == [("stop", "zapp.b"), ("update", ["zapp.b"])]
+
+
+def test_a_new_app_loads_its_three_programs():
+    assert steps("") == [("update", ["zapp.socket", "zapp.a", "zapp.b"]), ("wait", "zapp.a")]
+
+
+def test_a_changed_program_reaches_each_instance_while_the_other_serves():
+    assert steps(STATUS, update=True) == [
+        ("update", ["zapp.b"]), ("start", "zapp.b"), ("wait", "zapp.b"), ("stop", "zapp.a"),
+        ("update", ["zapp.a"]), ("wait", "zapp.a"), ("stop", "zapp.b")]
+    serving_b = "\n".join(
+        "zapp.a  STOPPED   Dec 06 05:40 AM" if line.startswith("zapp.a ") else
+        "zapp.b  RUNNING   pid 5, uptime 0:01:00" if line.startswith("zapp.b ") else line
+        for line in STATUS.splitlines())
+    assert steps(serving_b, update=True) == [
+        ("update", ["zapp.a"]), ("start", "zapp.a"), ("wait", "zapp.a"), ("stop", "zapp.b"), ("update", ["zapp.b"])]
+
+
+def test_a_stopped_app_starts_its_pool_and_first_instance():
+    stopped = "\n".join(line.replace("RUNNING", "STOPPED") if line.startswith("zapp") else line
+                        for line in STATUS.splitlines())
+    assert steps(stopped) == [("start", "zapp.socket"), ("update", ["zapp.a", "zapp.b"]), ("start", "zapp.a"),
+                              ("wait", "zapp.a")]
+
+
+def beside_probe(status=STATUS, backlog=1024, workers=2):
+    listener = {"kind": "tcp", "local": "127.0.0.1:8003", "port": 8003, "queue": 0, "backlog": backlog,
+                "processes": [["uwsgi", 29776]], "programs": ["zapp"]}
+    return {"supervisor": {"running": True, "programs": h.parse_supervisor_status(status)},
+            "listeners": [listener], "workers": {"zapp": workers},
+            "managed": {"zapp": {"name": "zapp", "beside": True, "sockets": ["127.0.0.1:8003"],
+                                 "config_mtime": 1000.0, "started": 2000.0}}}
+
+
+def plan(probe, changed=None, code=None, **app):
+    apps = f.uwsgi_public(f.uwsgi_normalize([dict(ZAPP, **app)], SETTINGS))
+    return f.uwsgi_apply_plan(apps, dict({"programs": [], "inis": [], "envs": [], "binaries": []}, **(changed or {})),
+                              probe, "graceful", code)
+
+
+def test_a_serving_beside_app_as_asked_needs_nothing():
+    result = plan(beside_probe())
+    assert result["switch"] == [] and result["listen"] == [] and result["why"] == []
+
+
+@pytest.mark.parametrize("changed, code, app, why", [
+    ({"inis": ["zapp"]}, None, {}, "its ini or environment changed"),
+    ({"binaries": ["zapp"]}, None, {}, "its uwsgi binary changed"),
+    ({}, {"zapp": "its revision is b2, it last took b1"}, {}, "its revision is b2, it last took b1"),
+    ({}, None, {"processes": 4}, "it runs 2 workers, not 4"),
+])
+def test_every_other_change_is_a_new_instance_never_a_reload(changed, code, app, why):
+    result = plan(beside_probe(), changed, code, **app)
+    assert [i["name"] for i in result["switch"]] == ["zapp"]
+    assert result["reload"] == result["restart"] == result["chain"] == result["load"] == []
+    assert why in result["why"][0]
+
+
+def test_a_new_listen_goes_to_the_pools_open_socket_alone():
+    result = plan(beside_probe(), listen=3000)
+    assert [(i["pid"], i["was"], i["backlog"]) for i in result["listen"]] == [(29776, 1024, 3000)]
+    assert result["switch"] == []
+
+
+def test_an_app_cannot_change_layout_while_it_serves():
+    probe = {"managed": {"zapp": {"name": "zapp", "beside": False, "sockets": ["127.0.0.1:8003"]}},
+             "users": {"www-data": {"exists": True, "uid": 33, "gid": 33, "groups": [33]}},
+             "groups": {"www-data": {"exists": True, "gid": 33}}, "supervisor": {"programs": {}}, "listeners": []}
+    errors = f.uwsgi_host_plan(f.uwsgi_public(f.uwsgi_normalize([ZAPP], SETTINGS)), probe, SETTINGS)["errors"]
+    assert any("cannot move a serving app into the beside layout" in e for e in errors), errors
+
+
+def test_the_module_documents_itself():
+    assert "uwsgi_switch" in (ROOT / "library" / "uwsgi_switch.py").read_text()
