@@ -238,17 +238,19 @@ def _beside_plan(plan, app, changed, probe, code):
     entry = probe.get("supervisor", {}).get("programs", {}).get(name)
     backlog = host.backlogs_by_socket(probe.get("listeners", [])).get(host.socket_key(app["socket"]))
     record = probe.get("managed", {}).get(name, {})
-    moved = bool(record.get("sockets")) and record.get("beside") is False
+    moved = bool(record.get("sockets")) and [host.socket_key(x) for x in record["sockets"]] != [
+        host.socket_key(app["socket"])]
     pool = (entry or {}).get("pool") or {}
-    if backlog is not None and backlog != app["listen"] and pool.get("pid"):
+    if backlog is not None and backlog != app["listen"] and pool.get("pid") and not moved:
         plan["listen"].append({"name": name, "socket": app["socket"], "backlog": app["listen"], "pid": pool["pid"],
                                "uid": app["uid"], "gid": app["gid"], "was": backlog})
         plan["why"].append("%s: listen %s -> %d on the open socket" % (name, backlog, app["listen"]))
-    reasons = [] if entry is None else _beside_reasons(app, changed, probe, code)
+    reasons = [] if entry is None else _beside_reasons(app, changed, probe, code) + (
+        ["its socket moved: its pool binds the new one"] if moved else [])
     if entry is None or reasons:
         plan["switch"].append({"name": name, "children": 1 if any(str(k).startswith("cheaper") for k in app.get(
             "options") or {}) else app["processes"] + _input.uwsgi_other_children(app), "timeout": app["ready_timeout"],
-            "update": name in changed.get("programs", []) or moved})
+            "update": name in changed.get("programs", []), "pool_restart": moved and entry is not None})
         plan["why"].append("%s: %s" % (name, "start its socket's pool and its first instance" if entry is None else
                                        "a new instance beside the serving one (%s)" % "; ".join(reasons)))
 

@@ -25,7 +25,8 @@ options:
     required: true
     description:
       - Each app to move (name, children - the master's children when loaded, timeout in seconds, update -
-        its program file changed, pool_update - its pool's program changed, and the pool restarts).
+        its program file changed, pool_update - its pool's program changed, pool_restart - its socket moved, and
+        the pool restarts to bind the new one).
 author: backlogops
 """
 
@@ -70,7 +71,10 @@ def switch_steps(item, programs):
     if app is None:
         return [("update", [pool, first, second]), ("wait", first)]
     steps = [("stop", app["extra"])] if app.get("extra") else []
-    if item.get("pool_update"):
+    if item.get("pool_restart"):
+        # A new socket path: the pool binds it; the serving instance keeps the old one until it leaves.
+        steps.append(("restart", pool))
+    elif item.get("pool_update"):
         steps.append(("update", [pool]))
     elif (app.get("pool") or {}).get("state") != "RUNNING":
         steps.append(("start", pool))

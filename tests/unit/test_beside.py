@@ -128,3 +128,20 @@ def test_an_app_cannot_change_layout_while_it_serves():
 
 def test_the_module_documents_itself():
     assert "uwsgi_switch" in (ROOT / "library" / "uwsgi_switch.py").read_text()
+
+
+def test_a_moved_socket_restarts_the_pool_on_it_then_starts_a_new_instance():
+    probe = beside_probe()
+    probe["managed"]["zapp"]["sockets"] = ["/run/uwsgi/zapp.sock"]
+    result = plan(probe)
+    assert [(i["name"], i["pool_restart"]) for i in result["switch"]] == [("zapp", True)]
+    assert "its socket moved" in result["why"][0] and result["listen"] == []
+    assert steps(STATUS, pool_restart=True)[:2] == [("restart", "zapp.socket"), ("update", ["zapp.b"])]
+
+
+def test_a_serving_beside_app_keeps_its_user():
+    probe = {"managed": {"zapp": {"name": "zapp", "beside": True, "user": "app1", "sockets": ["127.0.0.1:8003"]}},
+             "users": {"www-data": {"exists": True, "uid": 33, "gid": 33, "groups": [33]}},
+             "groups": {"www-data": {"exists": True, "gid": 33}}, "supervisor": {"programs": {}}, "listeners": []}
+    errors = f.uwsgi_host_plan(f.uwsgi_public(f.uwsgi_normalize([ZAPP], SETTINGS)), probe, SETTINGS)["errors"]
+    assert any("its pool holds its socket as user app1" in e for e in errors), errors

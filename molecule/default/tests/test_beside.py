@@ -29,6 +29,7 @@ CHANGES = [
     ("revision", {"revision": "b2", "chdir": f"{RELEASES}/b2"}),
     ("startsecs", {"startsecs": 5}),
 ]
+LAST = {k: v for _, more in CHANGES for k, v in more.items()}
 # A www-data process that tries to bind the socket path until its stop file
 # exists, then prints how often it got it.
 SQUATTER = """
@@ -112,7 +113,9 @@ def changed(host, beside):
 
 
 def test_a_new_app_starts_as_a_pool_and_one_instance(host, beside):
-    assert instances(host) == {f"{NAME}.a": "RUNNING", f"{NAME}.b": "STOPPED", f"{NAME}.socket": "RUNNING"}
+    states = instances(host)
+    # One instance serves (NAME.a on a host that never ran the app before), the pool holds the socket.
+    assert states.pop(f"{NAME}.socket") == "RUNNING" and sorted(states.values()) == ["RUNNING", "STOPPED"], states
     assert hc.listen_backlogs(host)[SOCKET] == 1000
     # The socket is the app user's, bound by its pool.
     assert host.check_output(f"stat -c %U:%G:%a {SOCKET}") == "www-data:www-data:660"
@@ -140,15 +143,68 @@ def test_the_changes_are_in_effect_on_one_instance(host, changed):
 
 
 def test_a_converged_rerun_changes_nothing(host, changed, beside):
-    run = ok(run_with(beside, "rerun", apps(**{k: v for _, more in CHANGES for k, v in more.items()})))
+    run = ok(run_with(beside, "rerun", apps(**LAST)))
     assert set(hc.recap_changed(run.stdout).values()) == {0}, run.stdout[-3000:]
 
 
+HANDLER_PLAY = """
+- name: The play's own task notifies the role's handler
+  hosts: all
+  become: true
+  roles:
+    - backlogops.uwsgi
+  tasks:
+    - name: Say the code is new
+      ansible.builtin.command: "true"
+      changed_when: true
+      notify: uwsgi reload
+"""
+
+
+def check_quiet(seen):
+    ok(seen["run"])
+    seen["load"].check()
+    assert seen["stats"]["latency"]["max"] < 1.0, seen["stats"]
+    assert seen["inode"][0] == seen["inode"][1]
+    assert seen["squatted"] == "0", seen["squatted"]
+
+
+def test_the_handler_starts_a_new_instance(host, changed, beside):
+    playbook = beside / "handler.yml"
+    playbook.write_text(HANDLER_PLAY)
+    before = serving_master(host)
+    seen = under_load(host, "handler", lambda: hc.run_with(
+        playbook, beside, "handler", {"uwsgi_apps": apps(**LAST), "uwsgi_reload_apps": [NAME]}))
+    check_quiet(seen)
+    assert serving_master(host) != before
+    said = hc.said(seen["run"])
+    assert f"{NAME}: a new instance beside the serving one (the play notified uwsgi reload)" in said, said[-3000:]
+
+
+def test_a_reinstalled_uwsgi_binary_reaches_the_app_as_a_new_instance(host, changed, beside):
+    host.run_test("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall uwsgi-core")
+    before = serving_master(host)
+    seen = under_load(host, "binary", lambda: run_with(beside, "binary", apps(**LAST)))
+    check_quiet(seen)
+    assert serving_master(host) != before
+    assert "its uwsgi binary changed after its instance started" in hc.said(seen["run"])
+
+
+def test_a_broken_config_is_refused_and_the_serving_instance_goes_on(host, changed, beside):
+    before = serving_master(host)
+    seen = under_load(host, "broken-config", lambda: run_with(beside, "broken-config", apps(**dict(
+        LAST, options={"harakiri-verbos": True}))))
+    assert seen["run"].returncode != 0
+    assert "harakiri-verbos" in seen["run"].stdout + seen["run"].stderr
+    seen["load"].check()
+    assert serving_master(host) == before
+    assert seen["inode"][0] == seen["inode"][1]
+
+
 def test_a_broken_build_is_refused_and_the_serving_instance_goes_on(host, changed, beside):
-    last = {k: v for _, more in CHANGES for k, v in more.items()}
     before = serving_master(host)
     seen = under_load(host, "broken", lambda: run_with(beside, "broken", apps(**dict(
-        last, revision="b3", chdir=f"{RELEASES}/b3"))))
+        LAST, revision="b3", chdir=f"{RELEASES}/b3"))))
     assert seen["run"].returncode != 0
     assert "broken build b3" in seen["run"].stdout + seen["run"].stderr
     seen["load"].check()
