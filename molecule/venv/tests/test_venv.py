@@ -324,3 +324,33 @@ def test_a_virtualenv_and_requirements_an_app_user_owns_are_refused_and_nothing_
         assert host.check_output(snapshot) == before
     finally:
         host.run("rm -rf /srv/alice /tmp/pwned-by-pip; userdel alice")
+
+
+@pytest.mark.extended
+def test_a_beside_app_runs_on_the_pip_build_over_http_on_tcp(host, tmp_path):
+    """apply_strategy beside with a uWSGI built by pip (its zergpool is built
+    in, no plugin to load): the pool holds a TCP socket, the instances speak
+    HTTP on it, and a change starts a new instance beside the serving one."""
+    app = {"name": "venvzerg", "module": "app:app", "chdir": "/srv/venvapp", "socket": "127.0.0.1:8190",
+           "protocol": "http", "listen": 512, "processes": 2, "apply_strategy": "beside",
+           "environment": {"APP_NAME": "venvzerg"}}
+    try:
+        run_with(tmp_path, {"uwsgi_apps": BASE_APPS + [app]})
+        assert hc.supervisor_state(host, "venvzerg.socket")[0] == "RUNNING"
+        first = hc.supervisor_state(host, "venvzerg.a")
+        assert first[0] == "RUNNING"
+        assert hc.listen_backlogs(host)["127.0.0.1:8190"] == 512
+        program = host.file("/etc/supervisor/conf.d/venvzerg.conf").content_string
+        assert f"{SHARED_VENV}/bin/uwsgi --ini /etc/uwsgi/supervisor/venvzerg.socket.ini" in program
+        out = host.run("uwsgiprobe request 127.0.0.1:8190 / --protocol http").stdout
+        assert out.splitlines()[0].split()[1] == "200" and "hello from venvzerg" in out, out
+        changed = run_with(tmp_path, {"uwsgi_apps": BASE_APPS + [dict(app, processes=3)]})
+        assert "venvzerg: a new instance beside the serving one (it runs 2 workers, not 3)" in hc.said(changed)
+        assert hc.supervisor_state(host, "venvzerg.a") == ("STOPPED", None)
+        master = hc.supervisor_state(host, "venvzerg.b")[1]
+        assert len(host.check_output(f"ps -o pid= --ppid {master}").split()) == 3
+        out = host.run("uwsgiprobe request 127.0.0.1:8190 / --protocol http").stdout
+        assert "hello from venvzerg" in out, out
+    finally:
+        run_with(tmp_path, {"uwsgi_apps": BASE_APPS + [{"name": "venvzerg", "state": "absent"}]})
+    assert host.run("supervisorctl status venvzerg.a").stdout.count("no such process") == 1
