@@ -56,7 +56,9 @@ def matches(sock, wanted):
     except OSError:
         return False
     if wanted.startswith("/"):
-        return sock.family == socket.AF_UNIX and name in (wanted, wanted.encode())
+        # A pool moved in over a served path keeps the name it bound (module_utils/uwsgi_host.STAGED_SUFFIX).
+        return sock.family == socket.AF_UNIX and name in (wanted, wanted.encode(), wanted + ".new",
+                                                          (wanted + ".new").encode())
     host, _, port = wanted.rpartition(":")
     if sock.family not in (socket.AF_INET, socket.AF_INET6) or name[1] != int(port):
         return False

@@ -338,6 +338,7 @@ class Target:
 
 
 ANY_HOSTS = ("", "*", "0.0.0.0", "[::]")
+STAGED_SUFFIX = b".new"  # module_utils/uwsgi_host.STAGED_SUFFIX: this file runs alone on the host
 UNIX_PATH_MAX = 108
 
 
@@ -350,7 +351,10 @@ def parse_socket(text):
         raw = os.fsencode(text)
         if len(raw) >= UNIX_PATH_MAX or b"\0" in raw:
             raise ValueError("%r is not a unix socket path (at most %d bytes)" % (text, UNIX_PATH_MAX - 1))
-        return Target("unix", unix_names=(raw, raw + b"\0"))
+        # A pool moved in over a served path (the role's beside layout) keeps
+        # the name it bound, PATH.new; the file at PATH tells whether it serves.
+        staged = raw + STAGED_SUFFIX
+        return Target("unix", unix_names=(raw, raw + b"\0", staged, staged + b"\0"))
     if text.startswith("@"):
         raw = b"\0" + os.fsencode(text[1:])
         if len(raw) > UNIX_PATH_MAX or len(raw) < 2:

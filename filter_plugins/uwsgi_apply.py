@@ -247,12 +247,29 @@ def _beside_plan(plan, app, changed, probe, code):
         plan["why"].append("%s: listen %s -> %d on the open socket" % (name, backlog, app["listen"]))
     reasons = [] if entry is None else _beside_reasons(app, changed, probe, code) + (
         ["its socket moved: its pool binds the new one"] if moved else [])
-    if entry is None or reasons:
+    # Its 1.x program is loaded under its name: the switch moves it into the layout (adopt_steps).
+    adopt = entry is not None and "slot" not in entry
+    if entry is None or reasons or adopt:
         plan["switch"].append({"name": name, "children": 1 if any(str(k).startswith("cheaper") for k in app.get(
             "options") or {}) else app["processes"] + _input.uwsgi_other_children(app), "timeout": app["ready_timeout"],
-            "update": name in changed.get("programs", []), "pool_restart": moved and entry is not None})
-        plan["why"].append("%s: %s" % (name, "start its socket's pool and its first instance" if entry is None else
-                                       "a new instance beside the serving one (%s)" % "; ".join(reasons)))
+            "update": name in changed.get("programs", []), "pool_restart": moved and entry is not None and not adopt,
+            "adopt": adopt, "uid": app["uid"], "stage_mark": app["stage_mark"],
+            "socket": app["socket"] if app["socket_kind"] == "unix" and not moved else None})
+        plan["why"].append("%s: %s" % (name, _beside_why(app, entry, adopt, moved, reasons)))
+
+
+def _beside_why(app, entry, adopt, moved, reasons):
+    if entry is None:
+        return "start its socket's pool and its first instance"
+    if not adopt:
+        return "a new instance beside the serving one (%s)" % "; ".join(reasons)
+    if entry.get("state") != "RUNNING":
+        return "into the beside layout: its pool and first instance replace its program (%s)" % entry.get("state")
+    if app["socket_kind"] == "unix" and not moved:
+        return ("into the beside layout: its pool binds %s%s, an instance loads there, the name is moved over the "
+                "served socket, and the old master leaves once its queue is empty" % (app["socket"], host.STAGED_SUFFIX))
+    return ("into the beside layout: %s cannot have two listeners, so its old master leaves before its pool binds "
+            "(new connections are refused for that moment)" % app["socket"])
 
 
 # Docker's default seccomp profile refuses pidfd_getfd with EPERM: what a

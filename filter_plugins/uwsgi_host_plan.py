@@ -205,18 +205,18 @@ def _path_errors(where, app, found, settings):
 
 
 def _layout_errors(where, app, record):
-    """An app the role runs in one layout cannot be moved to the other yet
-    (apply_strategy beside: a pool and two instances; else one program)."""
+    """An app the role runs in the beside layout (a pool and two instances)
+    cannot be moved out of it, nor its pool to another user, yet; moving
+    into it is the switch's (adopt_steps)."""
     if record and app.get("beside") and record.get("beside") and record.get("user") not in (None, app["uid"]):
         return ["%s: its pool holds its socket as user %s; this release cannot give a serving beside app another "
                 "user without freeing its socket; keep uid %s, or remove it first (state: absent) and add it back."
                 % (where, record["user"], record["user"])]
-    if not record or bool(record.get("beside")) == bool(app.get("beside")):
+    if not record or bool(record.get("beside")) == bool(app.get("beside")) or app.get("beside"):
         return []
-    return ["%s: it runs with apply_strategy %s, and this release cannot move a serving app %s the beside layout "
-            "without freeing its socket; keep its apply_strategy, or remove it first (state: absent) and add it "
-            "back." % (where, "beside" if record.get("beside") else "graceful or restart",
-                       "out of" if record.get("beside") else "into")]
+    return ["%s: it runs with apply_strategy beside, and this release cannot move a serving app out of the beside "
+            "layout without freeing its socket; keep apply_strategy beside, or remove it first (state: absent) and "
+            "add it back." % where]
 
 
 def uwsgi_host_plan(apps, probe, settings):

@@ -301,6 +301,8 @@ def uwsgi_normalize(apps, settings):
             "beside": strategy == "beside",
             # The pool's own socket, that only the app's user reaches: its instances attach there.
             "zerg": "%s/%s/pool.zerg" % (settings.get("zerg_dir", "/var/lib/uwsgi-zerg"), name),
+            # Root's mark that the pool binds its socket beside the path (a move in progress).
+            "stage_mark": "%s/%s" % (settings.get("stage_dir", "/run/backlogops-uwsgi-stage"), name),
             "chain": strategy != "beside" and _chain(
                 app, str(_pick(app.get("code_reload"), settings.get("code_reload", "chain")))),
             "uwsgi_venv": uwsgi_venv,

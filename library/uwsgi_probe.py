@@ -141,6 +141,7 @@ from ansible.module_utils.uwsgi_host import (
     slot_app,
     ss_device,
     untrusted_by,
+    moved_in,
     with_extended,
     workers_left_behind,
 )
@@ -637,6 +638,7 @@ def main():
         if client and client["exists"] and found.get("is_socket"):
             found["client"] = dict(as_user(client, lambda path=path: may_connect(path)), chain=path_chain(path))
     checks = {c["name"]: client_request(c, client) for c in p["checks"]}
+    listeners = moved_in(listeners, socket_files)
 
     service = None
     systemctl = module.get_bin_path("systemctl")

@@ -38,6 +38,8 @@ switched:
 """
 
 import os
+import pwd
+import stat
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -54,9 +56,34 @@ except ImportError:  # pragma: no cover - outside Ansible's module packaging
     sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(sys.modules[_spec.name])
 
-from ansible.module_utils.uwsgi_host import log_tail, parse_proc_stat, parse_supervisor_status, read_log
+from ansible.module_utils.uwsgi_host import (
+    STAGED_SUFFIX,
+    log_tail,
+    parse_proc_stat,
+    parse_ss_listeners,
+    parse_supervisor_status,
+    read_log,
+)
 
 GONE = ("STOPPED", "EXITED", "FATAL")
+
+
+def adopt_steps(item, programs):
+    """The steps that move app `item` from its 1.x program (one master that
+    binds its own socket, loaded under the app's name) into the beside layout.
+    A serving unix socket is never unlinked: the pool binds PATH.new (stage),
+    an instance loads on it, PATH.new is renamed over PATH (rename), the old
+    master serves what its queue still holds (drain) and then leaves. A TCP
+    port cannot have two listeners, so the old master leaves first there."""
+    name = item["name"]
+    pool, first, second = name + ".socket", name + ".a", name + ".b"
+    pool_state = (programs.get(pool) or {}).get("state")
+    stage = programs[name]["state"] == "RUNNING" and bool(item.get("socket"))
+    steps = [] if stage else [("update", [name])]
+    if pool_state is None or pool_state != "RUNNING":
+        steps.append(("stage", pool) if stage else ("update" if pool_state is None else "start", [pool]))
+    steps += [("update", [first, second]), ("start", first), ("wait", first)]
+    return steps + ([("rename", pool), ("drain", name), ("update", [name])] if stage else [])
 
 
 def switch_steps(item, programs):
@@ -70,6 +97,8 @@ def switch_steps(item, programs):
     app = programs.get(name)
     if app is None:
         return [("update", [pool, first, second]), ("wait", first)]
+    if "slot" not in app:
+        return adopt_steps(item, programs)
     steps = [("stop", app["extra"])] if app.get("extra") else []
     if item.get("pool_restart"):
         # A new socket path: the pool binds it; the serving instance keeps the old one until it leaves.
@@ -144,19 +173,98 @@ class Switch:
                     item.get("timeout"), entry.get("state", "not loaded"))
             time.sleep(0.2)
 
+    def staged(self, item):
+        """The pool's socket at PATH.new when it is a socket the app's user bound; else None."""
+        path = item["socket"] + STAGED_SUFFIX
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        return path if stat.S_ISSOCK(st.st_mode) and st.st_uid == pwd.getpwnam(item["uid"]).pw_uid else None
+
+    def stage(self, pool, item):
+        """Start the pool with root's mark, so it binds PATH.new beside the
+        served path; None once that socket is there, else why not."""
+        mark = item["stage_mark"]
+        folder = os.path.dirname(mark)
+        if not os.path.lexists(folder):
+            os.mkdir(folder, 0o755)
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            return "%s is not a directory that only root can write; remove it and run again" % folder
+        try:
+            os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+            state = self.status().get(pool, {}).get("state")
+            rc, out = self.run("update" if state is None else "start", pool)
+            if rc != 0 and "already started" not in out:
+                return "supervisorctl %s %s: %s" % ("update" if state is None else "start", pool, out[-500:])
+            deadline = time.monotonic() + 30
+            while not self.staged(item):
+                entry = self.status().get(pool, {})
+                if entry.get("state") in GONE or time.monotonic() > deadline:
+                    return "its pool did not bind %s%s (Supervisor says %s)" % (
+                        item["socket"], STAGED_SUFFIX, entry.get("state", "not loaded"))
+                time.sleep(0.1)
+            return None
+        finally:
+            if os.path.lexists(mark):
+                os.unlink(mark)
+
+    def drain(self, item, pid):
+        """Wait until the old master's socket, no longer at its path, holds
+        no queued connection (ss's Recv-Q), up to the app's timeout."""
+        deadline = time.monotonic() + float(item.get("timeout") or 60)
+        while time.monotonic() < deadline:
+            _, out, _ = self.module.run_command(["ss", "-H", "--listening", "--numeric", "--unix", "--processes"])
+            mine = [x for x in parse_ss_listeners(out) if x["local"] == item["socket"]
+                    and any(p == pid for _, p in x["processes"])]
+            if not mine or all(x["queue"] == 0 for x in mine):
+                return
+            time.sleep(0.1)
+
+    def undo_stage(self, item):
+        """A move that failed before the rename: the old master still serves
+        the path; the pool goes, and its socket beside the path."""
+        self.run("stop", item["name"] + ".socket")
+        staged = self.staged(item)
+        if staged:
+            os.unlink(staged)
+
+    def step(self, action, what, item, old_pid):
+        """Run one of the move's own steps; None, or why it failed."""
+        if action == "stage":
+            return self.stage(what, item)
+        if action == "rename":
+            staged = self.staged(item)
+            if staged:
+                os.rename(staged, item["socket"])
+            return None
+        self.drain(item, old_pid)
+        return None
+
     def switch(self, item):
         started = time.monotonic()
         programs = self.status()
         before = programs.get(item["name"], {})
         result = {"name": item["name"], "ok": True, "log": [],
-                  "from": before.get("program") if before.get("state") == "RUNNING" else None}
+                  "from": (before.get("program") or item["name"]) if before.get("state") == "RUNNING" else None}
         offsets = {}
+        renamed = False
         for action, what in switch_steps(item, programs):
+            if action in ("stage", "rename", "drain"):
+                why = self.step(action, what, item, before.get("pid"))
+                renamed = renamed or action == "rename"
+                if why:
+                    result.update(ok=False, why="%s: %s" % (what, why))
+                    break
+                continue
             if action == "wait":
                 offset = offsets.get(what, 0)
                 why = self.wait(what, item)
                 if why:
                     self.run("stop", what)
+                    if "slot" not in before and before and item.get("socket") and not renamed:
+                        self.undo_stage(item)
                     text = read_log(os.path.join(self.log_dir, what + ".log"), offset,
                                     limit=65536)[0].decode("utf-8", "replace")
                     result.update(ok=False, why="%s: %s" % (what, why), log=log_tail(text))

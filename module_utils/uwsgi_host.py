@@ -92,6 +92,28 @@ def with_extended(listeners, extended_stdout):
     return listeners
 
 
+# A beside app's pool that takes over a path another master serves binds it
+# under this name first; the switch renames it over the path once an instance
+# has loaded (docs/zerg.md). ss and getsockname() go on naming it so.
+STAGED_SUFFIX = ".new"
+
+
+def moved_in(listeners, socket_files):
+    """The listeners, with each unix socket bound as PATH.new (STAGED_SUFFIX)
+    and since renamed over PATH named PATH (`bound_as` keeps what ss said),
+    first: `socket_files` is what the probe found at each path (socket_file).
+    Only the file's inode and device, against ss --extended's, tell that."""
+    moved = []
+    for listener in listeners:
+        name = listener["local"]
+        path = name[:-len(STAGED_SUFFIX)]
+        found = socket_files.get(path) if listener["kind"] == "unix" and name.endswith(STAGED_SUFFIX) else None
+        if found and found.get("exists") and listener.get("vfs") == {"ino": found["ino"], "dev": found["dev"]}:
+            listener.update(local=path, bound_as=name)
+            moved.append(listener)
+    return moved + [item for item in listeners if item not in moved]
+
+
 def socket_key(socket):
     """How an app's socket is matched against listeners: a unix path, or ':port'."""
     socket = str(socket)

@@ -118,12 +118,70 @@ def test_a_new_listen_goes_to_the_pools_open_socket_alone():
     assert result["switch"] == []
 
 
-def test_an_app_cannot_change_layout_while_it_serves():
-    probe = {"managed": {"zapp": {"name": "zapp", "beside": False, "sockets": ["127.0.0.1:8003"]}},
+def layout_errors(beside_before, app):
+    probe = {"managed": {"zapp": {"name": "zapp", "beside": beside_before, "sockets": ["127.0.0.1:8003"]}},
              "users": {"www-data": {"exists": True, "uid": 33, "gid": 33, "groups": [33]}},
              "groups": {"www-data": {"exists": True, "gid": 33}}, "supervisor": {"programs": {}}, "listeners": []}
-    errors = f.uwsgi_host_plan(f.uwsgi_public(f.uwsgi_normalize([ZAPP], SETTINGS)), probe, SETTINGS)["errors"]
-    assert any("cannot move a serving app into the beside layout" in e for e in errors), errors
+    return f.uwsgi_host_plan(f.uwsgi_public(f.uwsgi_normalize([app], SETTINGS)), probe, SETTINGS)["errors"]
+
+
+def test_a_serving_app_moves_into_the_layout_but_not_out_of_it():
+    assert layout_errors(False, ZAPP) == []
+    errors = layout_errors(True, dict(ZAPP, apply_strategy="graceful"))
+    assert any("cannot move a serving app out of the beside layout" in e for e in errors), errors
+
+
+# A 1.x program zapp serving its unix socket, as Supervisor shows it before the move.
+ONE_X = "zapp                             RUNNING   pid 333, uptime 1 day, 2:03:04\n"
+POOL_UP = "zapp.socket                      RUNNING   pid 340, uptime 0:00:09\n"
+UNIX = {"socket": "/run/u/app.sock", "adopt": True}
+
+
+def test_a_serving_unix_app_moves_in_without_its_path_ever_leading_nowhere():
+    # The pool binds beside the path, an instance loads, the name moves, the old master drains and goes.
+    assert steps(ONE_X, **UNIX) == [
+        ("stage", "zapp.socket"), ("update", ["zapp.a", "zapp.b"]), ("start", "zapp.a"), ("wait", "zapp.a"),
+        ("rename", "zapp.socket"), ("drain", "zapp"), ("update", ["zapp"])]
+
+
+def test_a_move_that_did_not_finish_goes_on_from_its_pool():
+    assert steps(ONE_X + POOL_UP, **UNIX)[0] == ("update", ["zapp.a", "zapp.b"])
+
+
+def test_a_tcp_or_stopped_1x_program_goes_before_its_pool_binds():
+    assert steps(ONE_X, adopt=True, socket=None)[:2] == [("update", ["zapp"]), ("update", ["zapp.socket"])]
+    stopped = ONE_X.replace("RUNNING   pid 333, uptime 1 day, 2:03:04", "STOPPED   Dec 06 02:40 AM")
+    assert steps(stopped, **UNIX)[:2] == [("update", ["zapp"]), ("update", ["zapp.socket"])]
+    assert ("rename", "zapp.socket") not in steps(stopped, **UNIX)
+
+
+def test_the_plan_moves_a_1x_app_in_and_says_how():
+    probe = beside_probe()
+    probe["supervisor"]["programs"] = h.parse_supervisor_status(ONE_X)
+    probe["managed"]["zapp"]["beside"] = False
+    result = plan(probe)
+    assert [(i["name"], i["adopt"], i["socket"]) for i in result["switch"]] == [("zapp", True, None)]
+    assert "cannot have two listeners" in result["why"][0]
+
+
+def test_a_socket_renamed_over_its_path_is_named_by_the_path():
+    listeners = h.with_extended(h.parse_ss_listeners((FIXTURES / "bookworm" / "ss-moved-in.txt").read_text()),
+                                (FIXTURES / "bookworm" / "ss-moved-in-extended.txt").read_text())
+    # What stat said of /run/u/app.sock after the rename (inode 92, tmpfs device 0/48).
+    files = {"/run/u/app.sock": {"exists": True, "is_socket": True, "ino": 92, "dev": "0/48", "uid": 0}}
+    moved = h.moved_in(listeners, files)
+    assert (moved[0]["local"], moved[0]["bound_as"]) == ("/run/u/app.sock", "/run/u/app.sock.new")
+    listener, wrong = h.socket_in_effect("/run/u/app.sock", moved, files["/run/u/app.sock"], uid=0)
+    assert wrong is None and listener["vfs"]["ino"] == 92
+    # The old master, still draining on the file it bound, is not taken for the app's socket.
+    assert h.backlogs_by_socket(moved)["/run/u/app.sock"] == 100
+    assert [x["processes"][-1][1] for x in moved if x["local"] == "/run/u/app.sock"] == [340, 333]
+    # Before the rename the file at the path is the old master's (inode 90): nothing is renamed.
+    before = h.moved_in(h.with_extended(h.parse_ss_listeners((FIXTURES / "bookworm" / "ss-moved-in.txt").read_text()),
+                                        (FIXTURES / "bookworm" / "ss-moved-in-extended.txt").read_text()),
+                        {"/run/u/app.sock": dict(files["/run/u/app.sock"], ino=90)})
+    assert not any("bound_as" in x for x in before)
+    assert "/run/u/app.sock.new" in {x["local"] for x in before}
 
 
 def test_the_module_documents_itself():

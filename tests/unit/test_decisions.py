@@ -47,6 +47,7 @@ def test_normalize_fills_in_the_defaults():
         "revision": None, "code_reload": "chain", "chain": True,
         "log_max_bytes": "50MB", "log_backups": 10, "request_logging": "errors",
         "apply_strategy": "graceful", "beside": False, "zerg": "/var/lib/uwsgi-zerg/x/pool.zerg",
+        "stage_mark": "/run/backlogops-uwsgi-stage/x",
     }
 
 
