@@ -210,15 +210,15 @@ class Switch:
             if os.path.lexists(mark):
                 os.unlink(mark)
 
-    def drain(self, item, pid):
+    def drain(self, item):
         """Wait until the old master's socket, no longer at its path, holds
-        no queued connection (ss's Recv-Q), up to the app's timeout."""
+        no queued connection (ss's Recv-Q), up to the app's timeout. Once the
+        pool's PATH.new is renamed over the path, a listener ss names PATH is
+        the old master's: ss names a socket by the path it was bound with."""
         deadline = time.monotonic() + float(item.get("timeout") or 60)
         while time.monotonic() < deadline:
-            _, out, _ = self.module.run_command(["ss", "-H", "--listening", "--numeric", "--unix", "--processes"])
-            mine = [x for x in parse_ss_listeners(out) if x["local"] == item["socket"]
-                    and any(p == pid for _, p in x["processes"])]
-            if not mine or all(x["queue"] == 0 for x in mine):
+            _, out, _ = self.module.run_command(["ss", "-H", "--listening", "--numeric", "--unix"])
+            if all(x["queue"] == 0 for x in parse_ss_listeners(out) if x["local"] == item["socket"]):
                 return
             time.sleep(0.1)
 
@@ -230,7 +230,7 @@ class Switch:
         if staged:
             os.unlink(staged)
 
-    def step(self, action, what, item, old_pid):
+    def step(self, action, what, item):
         """Run one of the move's own steps; None, or why it failed."""
         if action == "stage":
             return self.stage(what, item)
@@ -239,7 +239,7 @@ class Switch:
             if staged:
                 os.rename(staged, item["socket"])
             return None
-        self.drain(item, old_pid)
+        self.drain(item)
         return None
 
     def switch(self, item):
@@ -252,7 +252,7 @@ class Switch:
         renamed = False
         for action, what in switch_steps(item, programs):
             if action in ("stage", "rename", "drain"):
-                why = self.step(action, what, item, before.get("pid"))
+                why = self.step(action, what, item)
                 renamed = renamed or action == "rename"
                 if why:
                     result.update(ok=False, why="%s: %s" % (what, why))

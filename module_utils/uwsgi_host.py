@@ -265,8 +265,12 @@ def parse_ini_sockets(text):
         if sep and key.strip() in ("socket", "http-socket", "uwsgi-socket", "https-socket"):
             sockets.append(value.strip().split(",")[0])
         elif sep and key.strip() in ("zergpool", "zerg-pool"):
-            # A pool's `zergpool = POOL:SOCKET` (the beside layout's NAME.socket.ini).
-            sockets.append(value.strip().split(":", 1)[-1])
+            # A pool's `zergpool = POOL:SOCKET` (the beside layout's NAME.socket.ini); the
+            # name it binds while it moves in (PATH.new) is the same socket.
+            bound = value.strip().split(":", 1)[-1]
+            bound = bound[:-len(STAGED_SUFFIX)] if bound.endswith(STAGED_SUFFIX) else bound
+            if bound not in sockets:
+                sockets.append(bound)
     return sockets
 
 

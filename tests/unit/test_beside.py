@@ -203,3 +203,12 @@ def test_a_serving_beside_app_keeps_its_user():
              "groups": {"www-data": {"exists": True, "gid": 33}}, "supervisor": {"programs": {}}, "listeners": []}
     errors = f.uwsgi_host_plan(f.uwsgi_public(f.uwsgi_normalize([ZAPP], SETTINGS)), probe, SETTINGS)["errors"]
     assert any("its pool holds its socket as user app1" in e for e in errors), errors
+
+
+def test_a_pool_ini_that_may_bind_beside_its_path_names_one_socket():
+    ini = (ROOT / "templates" / "etc" / "uwsgi" / "pool.ini.j2").read_text()
+    assert "if-exists = {{ item.stage_mark }}" in ini
+    text = ("if-exists = /run/backlogops-uwsgi-stage/mapp\nzergpool = /var/lib/uwsgi-zerg/mapp/pool.zerg:"
+            "/run/uwsgi/mapp.sock.new\nendif =\nif-not-exists = /run/backlogops-uwsgi-stage/mapp\n"
+            "zergpool = /var/lib/uwsgi-zerg/mapp/pool.zerg:/run/uwsgi/mapp.sock\nendif =\n")
+    assert h.parse_ini_sockets(text) == ["/run/uwsgi/mapp.sock"]

@@ -85,19 +85,22 @@ def beside(host, tmp_path_factory):
     ok(run_with(tmp, "beside-cleanup", BASE_APPS + [{"name": NAME, "state": "absent"}]))
 
 
-def under_load(host, tag, run):
-    before = inode(host)
+def under_load(host, tag, run, name=NAME, socket=SOCKET, port=PORT):
+    """`run()` with a request stream through nginx and a www-data process
+    binding the socket path in a loop the whole time."""
+    before = host.check_output(f"stat -c %i {socket}")
     stop, out = f"/srv/squat-{tag}.stop", f"/srv/squat-{tag}.out"
     host.run_test(f"rm -f {stop} {out} && setsid -f sh -c 'setpriv --reuid=www-data --regid=www-data --init-groups "
-                  f"python3 /srv/squatter.py {SOCKET} {stop} > {out} 2>&1'")
-    with hc.Load(host, tag, {NAME: PORT}, path="/build", bodies=True) as load:
+                  f"python3 /srv/squatter.py {socket} {stop} > {out} 2>&1'")
+    with hc.Load(host, tag, {name: port}, path="/build", bodies=True) as load:
         result = run()
     host.run_test(f"touch {stop}")
     for _ in range(50):
         if host.run(f"cat {out}").stdout.strip():
             break
         time.sleep(0.1)
-    return {"run": result, "load": load, "stats": load.results[NAME], "inode": (before, inode(host)),
+    return {"run": result, "load": load, "stats": load.results[name],
+            "inode": (before, host.check_output(f"stat -c %i {socket}")),
             "squatted": host.run(f"cat {out}").stdout.strip()}
 
 
