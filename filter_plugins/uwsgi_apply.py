@@ -246,14 +246,19 @@ def _beside_plan(plan, app, changed, probe, code):
                                "uid": app["uid"], "gid": app["gid"], "was": backlog})
         plan["why"].append("%s: listen %s -> %d on the open socket" % (name, backlog, app["listen"]))
     reasons = [] if entry is None else _beside_reasons(app, changed, probe, code) + (
-        ["its socket moved: its pool binds the new one"] if moved else [])
+        ["its socket moved: its pool binds the new one"] if moved else []) + (
+        ["its user is now %s: a new pool binds %s%s as that user, then takes the path" % (
+            app["uid"], app["socket"], host.STAGED_SUFFIX)] if record.get("user") not in (None, app["uid"])
+        and entry is not None and "slot" in entry else [])
     # Its 1.x program is loaded under its name: the switch moves it into the layout (adopt_steps).
     adopt = entry is not None and "slot" not in entry
+    # A new user for a serving pool: a new pool binds beside the path as that user (switch_steps).
+    rebind = not adopt and entry is not None and record.get("user") not in (None, app["uid"])
     if entry is None or reasons or adopt:
         plan["switch"].append({"name": name, "children": 1 if any(str(k).startswith("cheaper") for k in app.get(
             "options") or {}) else app["processes"] + _input.uwsgi_other_children(app), "timeout": app["ready_timeout"],
             "update": name in changed.get("programs", []), "pool_restart": moved and entry is not None and not adopt,
-            "adopt": adopt, "uid": app["uid"], "stage_mark": app["stage_mark"],
+            "adopt": adopt, "uid": app["uid"], "stage_mark": app["stage_mark"], "rebind": rebind,
             "socket": app["socket"] if app["socket_kind"] == "unix" and not moved else None})
         plan["why"].append("%s: %s" % (name, _beside_why(app, entry, adopt, moved, reasons)))
 

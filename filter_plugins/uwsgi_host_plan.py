@@ -208,10 +208,11 @@ def _layout_errors(where, app, record):
     """An app the role runs in the beside layout (a pool and two instances)
     cannot be moved out of it, nor its pool to another user, yet; moving
     into it is the switch's (adopt_steps)."""
-    if record and app.get("beside") and record.get("beside") and record.get("user") not in (None, app["uid"]):
-        return ["%s: its pool holds its socket as user %s; this release cannot give a serving beside app another "
-                "user without freeing its socket; keep uid %s, or remove it first (state: absent) and add it back."
-                % (where, record["user"], record["user"])]
+    if record and app.get("beside") and record.get("beside") and record.get("user") not in (None, app["uid"]) \
+            and app["socket_kind"] == "tcp":
+        return ["%s: its pool holds TCP port %s as user %s, and a pool of another user cannot bind it beside; keep "
+                "uid %s, or remove it first (state: absent) and add it back." % (
+                    where, app["socket"].rsplit(":", 1)[-1], record["user"], record["user"])]
     if not record or bool(record.get("beside")) == bool(app.get("beside")) or app.get("beside"):
         return []
     return ["%s: it runs with apply_strategy beside, and this release cannot move a serving app out of the beside "

@@ -111,6 +111,13 @@ def switch_steps(item, programs):
     if serving is None:
         return steps + [("update", [first, second]), ("start", first), ("wait", first)]
     idle = app["idle"]
+    if item.get("rebind") and item.get("socket"):
+        # A new user: its pool binds PATH.new as that user, and the name moves over the path once
+        # the idle instance, as that user too, has loaded; the serving one drains the old socket.
+        steps = [s for s in steps if s[1] != [pool] and s[1] != pool] + [("stage", pool)]
+        steps += [("update", [idle]), ("start", idle), ("wait", idle), ("rename", pool), ("drain", name)]
+        steps += [("stop", serving), ("update", [serving])]
+        return steps + ([("wait", first), ("stop", second)] if serving == first else [])
     if not item.get("update"):
         # The idle instance starts on its program as the file says (a no-op when Supervisor has it already).
         return steps + [("update", [idle]), ("start", idle), ("wait", idle), ("stop", serving)]
@@ -195,9 +202,12 @@ class Switch:
         try:
             os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
             state = self.status().get(pool, {}).get("state")
-            rc, out = self.run("update" if state is None else "start", pool)
+            # A new user's pool program is changed: `update` stops the old pool (its instance
+            # serves on, on the descriptor it holds) and starts the new one.
+            verb = "update" if state is None or item.get("rebind") else "start"
+            rc, out = self.run(verb, pool)
             if rc != 0 and "already started" not in out:
-                return "supervisorctl %s %s: %s" % ("update" if state is None else "start", pool, out[-500:])
+                return "supervisorctl %s %s: %s" % (verb, pool, out[-500:])
             deadline = time.monotonic() + 30
             while not self.staged(item):
                 entry = self.status().get(pool, {})

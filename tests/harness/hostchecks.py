@@ -115,7 +115,8 @@ def supervisord_pid(host) -> int:
 
 
 def supervisor_state(host, name: str) -> tuple[str, int | None]:
-    status = parsers.parse_supervisor_status(host.run(f"supervisorctl status {name}").stdout).get(name)
+    # The whole status: a beside app is its serving instance under its own name (serving_slots).
+    status = parsers.parse_supervisor_status(host.run("supervisorctl status").stdout).get(name)
     return (status["state"], status["pid"]) if status else ("missing", None)
 
 

@@ -197,12 +197,26 @@ def test_a_moved_socket_restarts_the_pool_on_it_then_starts_a_new_instance():
     assert steps(STATUS, pool_restart=True)[:2] == [("restart", "zapp.socket"), ("update", ["zapp.b"])]
 
 
-def test_a_serving_beside_app_keeps_its_user():
+def test_a_serving_beside_tcp_app_keeps_its_user_and_a_unix_one_moves_to_the_new_one():
     probe = {"managed": {"zapp": {"name": "zapp", "beside": True, "user": "app1", "sockets": ["127.0.0.1:8003"]}},
              "users": {"www-data": {"exists": True, "uid": 33, "gid": 33, "groups": [33]}},
              "groups": {"www-data": {"exists": True, "gid": 33}}, "supervisor": {"programs": {}}, "listeners": []}
     errors = f.uwsgi_host_plan(f.uwsgi_public(f.uwsgi_normalize([ZAPP], SETTINGS)), probe, SETTINGS)["errors"]
-    assert any("its pool holds its socket as user app1" in e for e in errors), errors
+    assert any("its pool holds TCP port 8003 as user app1" in e for e in errors), errors
+    unix = dict(ZAPP, socket="/run/uwsgi/zapp.sock")
+    assert f.uwsgi_host_plan(f.uwsgi_public(f.uwsgi_normalize([unix], SETTINGS)), probe, SETTINGS)["errors"] == []
+
+
+def test_a_new_user_binds_a_new_pool_beside_the_path_before_the_name_moves():
+    probe = beside_probe()
+    probe["managed"]["zapp"].update(user="app1", sockets=["/run/uwsgi/zapp.sock"])
+    result = plan(probe, socket="/run/uwsgi/zapp.sock")
+    assert [(i["rebind"], i["socket"]) for i in result["switch"]] == [(True, "/run/uwsgi/zapp.sock")]
+    assert "its user is now www-data: a new pool binds /run/uwsgi/zapp.sock.new" in result["why"][0]
+    assert steps(STATUS, rebind=True, update=True, socket="/run/uwsgi/zapp.sock") == [
+        ("stage", "zapp.socket"), ("update", ["zapp.b"]), ("start", "zapp.b"), ("wait", "zapp.b"),
+        ("rename", "zapp.socket"), ("drain", "zapp"), ("stop", "zapp.a"), ("update", ["zapp.a"]),
+        ("wait", "zapp.a"), ("stop", "zapp.b")]
 
 
 def test_a_pool_ini_that_may_bind_beside_its_path_names_one_socket():

@@ -28,6 +28,8 @@ CHANGES = [
     ("environment", {"environment": dict(BASE["environment"], RELEASE="v2")}),
     ("revision", {"revision": "b2", "chdir": f"{RELEASES}/b2"}),
     ("startsecs", {"startsecs": 5}),
+    # A new user: a new pool binds beside the path as that user, and the name moves once it serves.
+    ("user", {"uid": "zappuser"}),
 ]
 LAST = {k: v for _, more in CHANGES for k, v in more.items()}
 # A www-data process that tries to bind the socket path until its stop file
@@ -79,6 +81,7 @@ def beside(host, tmp_path_factory):
     host.run_test(f"echo 'raise RuntimeError(\"broken build b3: SETTINGS_MODULE is not set\")' "
                   f">> {RELEASES}/b3/app.py")
     host.run_test(f"cat > /srv/squatter.py <<'EOF'{SQUATTER}EOF")
+    host.run_test("id zappuser || useradd --system --no-create-home --gid www-data --shell /usr/sbin/nologin zappuser")
     tmp = tmp_path_factory.mktemp("beside")
     ok(run_with(tmp, "beside-base", apps()))
     yield tmp
@@ -131,13 +134,18 @@ def test_each_change_comes_as_a_new_instance_with_no_request_lost_or_kept_waitin
     ok(seen["run"])
     seen["load"].check()
     assert seen["stats"]["latency"]["max"] < 1.0, seen["stats"]
-    # The socket never moved, and no other user ever held its path.
-    assert seen["inode"][0] == seen["inode"][1]
+    # No other user ever held its path; the socket never moved, but for a new
+    # user: the file at the path is then the one that user's pool bound.
     assert seen["squatted"] == "0", seen["squatted"]
+    if tag == "user":
+        assert seen["inode"][0] != seen["inode"][1]
+        assert host.check_output(f"stat -c %U:%G:%a {SOCKET}") == "zappuser:www-data:660"
+    else:
+        assert seen["inode"][0] == seen["inode"][1]
 
 
 def test_the_changes_are_in_effect_on_one_instance(host, changed):
-    assert "startsecs" in changed
+    assert "user" in changed
     assert hc.listen_backlogs(host)[SOCKET] == 3000
     master = serving_master(host)
     assert len(host.check_output(f"ps -o pid= --ppid {master}").split()) == 5
