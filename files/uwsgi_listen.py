@@ -2,6 +2,8 @@
 """Give the listening socket of a running uWSGI master a new backlog, in place.
 
     uwsgi_listen.py --pid MASTER_PID --socket SOCKET --backlog N [--check]
+    uwsgi_listen.py --pid MASTER_PID --socket HOST:PORT --reuseport
+    uwsgi_listen.py --pid MASTER_PID --socket HOST:PORT --steer INDEX
 
 SOCKET is an absolute unix socket path or [host]:port. Linux accepts listen()
 on a socket that is already listening and then only changes its backlog; this
@@ -11,7 +13,13 @@ group: without CAP_SYS_PTRACE the kernel allows pidfd_getfd only then, and only
 for a dumpable process. The socket stays the same object, so uWSGI's graceful
 reloads (which inherit it) keep the new backlog.
 
-Prints one JSON line: {"ok": true, "fd": ..., "backlog": N} and exits 0, or
+--reuseport and --steer serve a TCP socket's move to a new holder (the role's
+beside layout): the first lets another socket of this user bind the port beside
+it (SO_REUSEPORT), the second sends every new connection of the port's reuseport
+group to its INDEX-th socket (a one-instruction classic BPF program,
+SO_ATTACH_REUSEPORT_CBPF; 0 is this socket, 1 the one that joined it).
+
+Prints one JSON line: {"ok": true, "fd": ..., "backlog": N, "inode": ...} and exits 0, or
 {"ok": false, "reason": REASON, "detail": ...} and exits 3, where REASON is
 no_pidfd_getfd, permission, not_found, not_running or error.
 Part of the backlogops.uwsgi Ansible role.
@@ -23,10 +31,13 @@ import errno
 import json
 import os
 import socket
+import struct
 import sys
 
 SYS_PIDFD_OPEN = 434
 SYS_PIDFD_GETFD = 438  # the same number on every architecture Linux shares syscall tables for
+SO_ATTACH_REUSEPORT_CBPF = 51
+BPF_RET_K = 0x06
 
 
 def result(ok, **fields):
@@ -76,13 +87,35 @@ def addresses(host):
     return {host} | {info[4][0] for info in found}
 
 
+def steer(sock, index):
+    """Attach `ret INDEX` as the reuseport group's program: struct sock_filter
+    {u16 code; u8 jt, jf; u32 k}, in struct sock_fprog {u16 len; filter *}."""
+    insn = ctypes.create_string_buffer(struct.pack("HBBI", BPF_RET_K, 0, 0, index), 8)
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, struct.pack("HxxxxxxP", 1, ctypes.addressof(insn)))
+
+
+def act(sock, args):
+    """Do what the arguments ask of the socket found; the fields of the result."""
+    if args.reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    elif args.steer is not None:
+        steer(sock, args.steer)
+    elif not args.check:
+        sock.listen(args.backlog)
+    return {"backlog": args.backlog, "checked_only": args.check, "inode": os.fstat(sock.fileno()).st_ino}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pid", type=int, required=True)
     parser.add_argument("--socket", required=True)
-    parser.add_argument("--backlog", type=int, required=True)
+    parser.add_argument("--backlog", type=int)
     parser.add_argument("--check", action="store_true", help="find the socket only")
+    parser.add_argument("--reuseport", action="store_true", help="let a socket of this user bind the port beside it")
+    parser.add_argument("--steer", type=int, help="send the port's new connections to this socket of its group")
     args = parser.parse_args()
+    if args.backlog is None and not (args.reuseport or args.steer is not None or args.check):
+        parser.error("--backlog is required")
     libc = ctypes.CDLL(None, use_errno=True)
     try:
         pidfd = os.pidfd_open(args.pid) if hasattr(os, "pidfd_open") else libc.syscall(SYS_PIDFD_OPEN, args.pid, 0)
@@ -119,9 +152,7 @@ def main():
         try:
             if not matches(sock, args.socket):
                 continue
-            if not args.check:
-                sock.listen(args.backlog)
-            return result(True, fd=fd, backlog=args.backlog, checked_only=args.check)
+            return result(True, fd=fd, **act(sock, args))
         finally:
             sock.close()  # our copy only: the master's socket stays open and listening
     return fail("not_found", "pid %d holds no listening socket %s" % (args.pid, args.socket))

@@ -258,8 +258,8 @@ def _beside_plan(plan, app, changed, probe, code):
         plan["switch"].append({"name": name, "children": 1 if any(str(k).startswith("cheaper") for k in app.get(
             "options") or {}) else app["processes"] + _input.uwsgi_other_children(app), "timeout": app["ready_timeout"],
             "update": name in changed.get("programs", []), "pool_restart": moved and entry is not None and not adopt,
-            "adopt": adopt, "uid": app["uid"], "stage_mark": app["stage_mark"], "rebind": rebind,
-            "socket": app["socket"] if app["socket_kind"] == "unix" and not moved else None})
+            "adopt": adopt, "uid": app["uid"], "gid": app["gid"], "stage_mark": app["stage_mark"], "rebind": rebind,
+            "socket": None if moved else app["socket"]})
         plan["why"].append("%s: %s" % (name, _beside_why(app, entry, adopt, moved, reasons)))
 
 
@@ -270,11 +270,14 @@ def _beside_why(app, entry, adopt, moved, reasons):
         return "a new instance beside the serving one (%s)" % "; ".join(reasons)
     if entry.get("state") != "RUNNING":
         return "into the beside layout: its pool and first instance replace its program (%s)" % entry.get("state")
-    if app["socket_kind"] == "unix" and not moved:
+    if moved:
+        return "into the beside layout on its new socket %s; its old master leaves first" % app["socket"]
+    if app["socket_kind"] == "unix":
         return ("into the beside layout: its pool binds %s%s, an instance loads there, the name is moved over the "
                 "served socket, and the old master leaves once its queue is empty" % (app["socket"], host.STAGED_SUFFIX))
-    return ("into the beside layout: %s cannot have two listeners, so its old master leaves before its pool binds "
-            "(new connections are refused for that moment)" % app["socket"])
+    return ("into the beside layout: its pool binds port %s beside the old master (SO_REUSEPORT), new connections "
+            "go to the old master until an instance has loaded, then to it, and the old master leaves once its "
+            "queue is empty" % app["socket"].rsplit(":", 1)[-1])
 
 
 # Docker's default seccomp profile refuses pidfd_getfd with EPERM: what a

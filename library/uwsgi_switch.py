@@ -19,6 +19,12 @@ description:
 options:
   supervisorctl: {type: path, default: /usr/bin/supervisorctl, description: Supervisor's client.}
   log_dir: {type: path, required: true, description: Directory of the instances' logs.}
+  setpriv: {type: path, default: /usr/bin/setpriv, description: Runs the listen helper as the app's user.}
+  python: {type: path, default: /usr/bin/python3, description: The Python that runs the listen helper.}
+  helper:
+    type: path
+    default: /usr/local/lib/uwsgi-role/uwsgi_listen.py
+    description: The role's listen helper, which shares and steers a moving TCP app's port.
   apps:
     type: list
     elements: dict
@@ -37,6 +43,7 @@ switched:
   type: list
 """
 
+import json
 import os
 import pwd
 import stat
@@ -58,11 +65,13 @@ except ImportError:  # pragma: no cover - outside Ansible's module packaging
 
 from ansible.module_utils.uwsgi_host import (
     STAGED_SUFFIX,
+    listener_key,
     log_tail,
     parse_proc_stat,
     parse_ss_listeners,
     parse_supervisor_status,
     read_log,
+    socket_key,
 )
 
 GONE = ("STOPPED", "EXITED", "FATAL")
@@ -79,11 +88,16 @@ def adopt_steps(item, programs):
     pool, first, second = name + ".socket", name + ".a", name + ".b"
     pool_state = (programs.get(pool) or {}).get("state")
     stage = programs[name]["state"] == "RUNNING" and bool(item.get("socket"))
-    steps = [] if stage else [("update", [name])]
+    tcp = stage and not item["socket"].startswith("/")
+    # TCP: the old master's socket lets the pool bind the port beside it; its
+    # group's program sends new connections to the old one, then to the pool's.
+    steps = [("share", name)] if tcp else [] if stage else [("update", [name])]
     if pool_state is None or pool_state != "RUNNING":
         steps.append(("stage", pool) if stage else ("update" if pool_state is None else "start", [pool]))
     steps += [("update", [first, second]), ("start", first), ("wait", first)]
-    return steps + ([("rename", pool), ("drain", name), ("update", [name])] if stage else [])
+    if not stage:
+        return steps
+    return steps + [("steer", name) if tcp else ("rename", pool), ("drain", name), ("update", [name])]
 
 
 def switch_steps(item, programs):
@@ -209,28 +223,53 @@ class Switch:
             if rc != 0 and "already started" not in out:
                 return "supervisorctl %s %s: %s" % (verb, pool, out[-500:])
             deadline = time.monotonic() + 30
-            while not self.staged(item):
+            tcp = not item["socket"].startswith("/")
+            while not (len(self.listeners(item)) > 1 if tcp else self.staged(item)):
                 entry = self.status().get(pool, {})
                 if entry.get("state") in GONE or time.monotonic() > deadline:
-                    return "its pool did not bind %s%s (Supervisor says %s)" % (
-                        item["socket"], STAGED_SUFFIX, entry.get("state", "not loaded"))
-                time.sleep(0.1)
-            return None
+                    return "its pool did not bind %s (Supervisor says %s)" % (
+                        item["socket"] + ("" if tcp else STAGED_SUFFIX), entry.get("state", "not loaded"))
+                time.sleep(0.01)
+            # Until an instance has loaded, new connections go to the old master's socket.
+            return self.steer(item, 0) if tcp else None
         finally:
             if os.path.lexists(mark):
                 os.unlink(mark)
 
+    def listeners(self, item):
+        """The LISTEN sockets of the app's socket, as ss shows them now."""
+        # Not --extended for unix: with a deep queue the kernel ends that dump early (uwsgi_host.with_extended).
+        unix = item["socket"].startswith("/")
+        _, out, _ = self.module.run_command(["ss", "-H", "--listening", "--numeric"] + (
+            ["--unix"] if unix else ["--tcp", "--extended"]))
+        if unix:
+            # ss names a unix socket by the path it was bound with: once PATH.new is renamed over PATH,
+            # a listener named PATH is the old master's.
+            return [x for x in parse_ss_listeners(out) if x["local"] == item["socket"]]
+        return [x for x in parse_ss_listeners(out) if listener_key(x) == socket_key(item["socket"])]
+
     def drain(self, item):
-        """Wait until the old master's socket, no longer at its path, holds
-        no queued connection (ss's Recv-Q), up to the app's timeout. Once the
-        pool's PATH.new is renamed over the path, a listener ss names PATH is
-        the old master's: ss names a socket by the path it was bound with."""
+        """Wait until the old master's socket, no longer where clients
+        connect, holds no queued connection (ss's Recv-Q), up to the app's
+        timeout. A TCP socket is told from the pool's by its inode."""
         deadline = time.monotonic() + float(item.get("timeout") or 60)
         while time.monotonic() < deadline:
-            _, out, _ = self.module.run_command(["ss", "-H", "--listening", "--numeric", "--unix"])
-            if all(x["queue"] == 0 for x in parse_ss_listeners(out) if x["local"] == item["socket"]):
+            old = [x for x in self.listeners(item) if item["socket"].startswith("/") or x.get("inode") == self.old_inode]
+            if all(x["queue"] == 0 for x in old):
                 return
             time.sleep(0.1)
+
+    def helper(self, item, pid, *argv):
+        """The listen helper on the old master's socket, as the app's user; its JSON result."""
+        p = self.module.params
+        rc, out, err = self.module.run_command(
+            [p["setpriv"], "--reuid=%s" % item["uid"], "--regid=%s" % item["gid"], "--init-groups", "--",
+             p["python"], p["helper"], "--pid=%d" % pid, "--socket=%s" % item["socket"]] + list(argv))
+        try:
+            found = json.loads(out)
+        except ValueError:
+            found = {"ok": False, "detail": (out + err)[-500:]}
+        return found if rc == 0 and found.get("ok") else dict(found, ok=False)
 
     def undo_stage(self, item):
         """A move that failed before the rename: the old master still serves
@@ -239,9 +278,23 @@ class Switch:
         staged = self.staged(item)
         if staged:
             os.unlink(staged)
+        elif not item["socket"].startswith("/"):
+            self.steer(item, 0)
+
+    def steer(self, item, index):
+        found = self.helper(item, self.old_pid, "--steer=%d" % index)
+        return None if found["ok"] else "the listen helper could not steer %s: %s" % (
+            item["socket"], found.get("detail"))
 
     def step(self, action, what, item):
         """Run one of the move's own steps; None, or why it failed."""
+        if action == "share":
+            found = self.helper(item, self.old_pid, "--reuseport")
+            self.old_inode = found.get("inode")
+            return None if found["ok"] else "its old master's socket %s cannot take a second listener: %s" % (
+                item["socket"], found.get("detail"))
+        if action == "steer":
+            return self.steer(item, 1)
         if action == "stage":
             return self.stage(what, item)
         if action == "rename":
@@ -260,10 +313,11 @@ class Switch:
                   "from": (before.get("program") or item["name"]) if before.get("state") == "RUNNING" else None}
         offsets = {}
         renamed = False
+        self.old_pid, self.old_inode = before.get("pid"), None
         for action, what in switch_steps(item, programs):
             if action in ("stage", "rename", "drain"):
                 why = self.step(action, what, item)
-                renamed = renamed or action == "rename"
+                renamed = renamed or action in ("rename", "steer")
                 if why:
                     result.update(ok=False, why="%s: %s" % (what, why))
                     break
@@ -273,7 +327,7 @@ class Switch:
                 why = self.wait(what, item)
                 if why:
                     self.run("stop", what)
-                    if "slot" not in before and before and item.get("socket") and not renamed:
+                    if before and "slot" not in before and item.get("socket") and not renamed:
                         self.undo_stage(item)
                     text = read_log(os.path.join(self.log_dir, what + ".log"), offset,
                                     limit=65536)[0].decode("utf-8", "replace")
@@ -299,6 +353,9 @@ def main():
             "supervisorctl": {"type": "path", "default": "/usr/bin/supervisorctl"},
             "log_dir": {"type": "path", "required": True},
             "apps": {"type": "list", "elements": "dict", "required": True},
+            "setpriv": {"type": "path", "default": "/usr/bin/setpriv"},
+            "python": {"type": "path", "default": "/usr/bin/python3"},
+            "helper": {"type": "path", "default": "/usr/local/lib/uwsgi-role/uwsgi_listen.py"},
         },
         supports_check_mode=False,
     )

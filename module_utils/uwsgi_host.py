@@ -18,6 +18,7 @@ _SS_USER = re.compile(r'\("([^"]*)",pid=(\d+),fd=\d+\)')
 # ss --extended: a unix socket's bound file (inode, device major/minor), a TCP socket's owner.
 _SS_VFS = re.compile(r"<-> ino:(\d+) dev:(\d+)/(\d+)")
 _SS_UID = re.compile(r"\buid:(\d+)\b")
+_SS_INO = re.compile(r"\bino:(\d+)\b")
 
 
 def parse_ss_listeners(ss_stdout):
@@ -28,7 +29,7 @@ def parse_ss_listeners(ss_stdout):
     effect), processes ([name, pid] pairs, when ss could read them), and with
     --extended the file a unix socket is bound to (vfs: inode and device as
     "major/minor"; the path ss prints is the name it was bound with, even once
-    that file is deleted or replaced) and a TCP socket's owner (uid).
+    that file is deleted or replaced) and a TCP socket's owner (uid) and inode.
     """
     listeners = []
     for line in (ss_stdout or "").splitlines():
@@ -69,6 +70,9 @@ def parse_ss_listeners(ss_stdout):
         uid = _SS_UID.search(line) if kind == "tcp" else None
         if uid:
             listeners[-1]["uid"] = int(uid.group(1))
+        ino = _SS_INO.search(line) if kind == "tcp" else None
+        if ino:
+            listeners[-1]["inode"] = int(ino.group(1))
     return listeners
 
 

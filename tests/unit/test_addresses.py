@@ -67,3 +67,48 @@ def test_check_path_connects_over_the_sockets_own_family(family, host, name):
                                   "timeout": 5})
         thread.join(5)
     assert answer == {"status": 204, "error": None}
+
+
+def accepted_by(socks, tries=40):
+    """Which of `socks` (non-blocking listeners on one port) accepted each of `tries` connections."""
+    port = socks[0].getsockname()[1]
+    clients = []
+    for _ in range(tries):
+        clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+    got = []
+    for index, sock in enumerate(socks):
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except BlockingIOError:
+                break
+            conn.close()
+            got.append(index)
+    for client in clients:
+        client.close()
+    return sorted(set(got)), len(got)
+
+
+def test_a_listening_socket_shares_its_port_and_its_group_sends_new_connections_where_it_is_told():
+    old = listening(socket.AF_INET, "127.0.0.1")
+    old.listen(64)  # room for every connection of a round
+    args = helper.argparse.Namespace(reuseport=True, steer=None, check=False, backlog=None)
+    assert helper.act(old, args)["inode"] == helper.os.fstat(old.fileno()).st_ino
+    new = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    new.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    new.bind(old.getsockname())
+    new.listen(64)
+    for sock in (old, new):
+        sock.setblocking(False)
+    try:
+        # The old master's socket, index 0, takes every connection; then the one that joined it.
+        helper.act(old, helper.argparse.Namespace(reuseport=False, steer=0, check=False, backlog=None))
+        assert accepted_by([old, new]) == ([0], 40)
+        helper.act(old, helper.argparse.Namespace(reuseport=False, steer=1, check=False, backlog=None))
+        assert accepted_by([old, new]) == ([1], 40)
+        # Once the old socket is gone, the index points past the group and the kernel picks by hash.
+        old.close()
+        assert accepted_by([new]) == ([0], 40)
+    finally:
+        old.close()
+        new.close()

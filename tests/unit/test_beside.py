@@ -148,7 +148,13 @@ def test_a_move_that_did_not_finish_goes_on_from_its_pool():
     assert steps(ONE_X + POOL_UP, **UNIX)[0] == ("update", ["zapp.a", "zapp.b"])
 
 
-def test_a_tcp_or_stopped_1x_program_goes_before_its_pool_binds():
+def test_a_serving_tcp_app_shares_its_port_and_steers_new_connections_to_the_loaded_instance():
+    assert steps(ONE_X, adopt=True, socket="127.0.0.1:8003") == [
+        ("share", "zapp"), ("stage", "zapp.socket"), ("update", ["zapp.a", "zapp.b"]), ("start", "zapp.a"),
+        ("wait", "zapp.a"), ("steer", "zapp"), ("drain", "zapp"), ("update", ["zapp"])]
+
+
+def test_a_stopped_1x_program_or_a_new_socket_goes_before_its_pool_binds():
     assert steps(ONE_X, adopt=True, socket=None)[:2] == [("update", ["zapp"]), ("update", ["zapp.socket"])]
     stopped = ONE_X.replace("RUNNING   pid 333, uptime 1 day, 2:03:04", "STOPPED   Dec 06 02:40 AM")
     assert steps(stopped, **UNIX)[:2] == [("update", ["zapp"]), ("update", ["zapp.socket"])]
@@ -160,8 +166,8 @@ def test_the_plan_moves_a_1x_app_in_and_says_how():
     probe["supervisor"]["programs"] = h.parse_supervisor_status(ONE_X)
     probe["managed"]["zapp"]["beside"] = False
     result = plan(probe)
-    assert [(i["name"], i["adopt"], i["socket"]) for i in result["switch"]] == [("zapp", True, None)]
-    assert "cannot have two listeners" in result["why"][0]
+    assert [(i["name"], i["adopt"], i["socket"]) for i in result["switch"]] == [("zapp", True, "127.0.0.1:8003")]
+    assert "its pool binds port 8003 beside the old master (SO_REUSEPORT)" in result["why"][0]
 
 
 def test_a_socket_renamed_over_its_path_is_named_by_the_path():
