@@ -3,7 +3,7 @@
 
     uwsgi_listen.py --pid MASTER_PID --socket SOCKET --backlog N [--check]
     uwsgi_listen.py --pid MASTER_PID --socket HOST:PORT --reuseport
-    uwsgi_listen.py --pid MASTER_PID --socket HOST:PORT --steer INDEX
+    uwsgi_listen.py --pid MASTER_PID --socket HOST:PORT --steer INDEX [--when-joined SECONDS]
 
 SOCKET is an absolute unix socket path or [host]:port. Linux accepts listen()
 on a socket that is already listening and then only changes its backlog; this
@@ -33,6 +33,7 @@ import os
 import socket
 import struct
 import sys
+import time
 
 SYS_PIDFD_OPEN = 434
 SYS_PIDFD_GETFD = 438  # the same number on every architecture Linux shares syscall tables for
@@ -98,6 +99,18 @@ def act(sock, args):
     """Do what the arguments ask of the socket found; the fields of the result."""
     if args.reuseport:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    elif args.steer is not None and args.when_joined:
+        # The group is made when another socket joins the port: until then the kernel says EINVAL.
+        # Trying without pause keeps the moment the newcomer takes connections to microseconds.
+        deadline = time.monotonic() + args.when_joined
+        while True:
+            try:
+                steer(sock, args.steer)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or time.monotonic() > deadline:
+                    raise
+                time.sleep(0)
     elif args.steer is not None:
         steer(sock, args.steer)
     elif not args.check:
@@ -113,6 +126,8 @@ def main():
     parser.add_argument("--check", action="store_true", help="find the socket only")
     parser.add_argument("--reuseport", action="store_true", help="let a socket of this user bind the port beside it")
     parser.add_argument("--steer", type=int, help="send the port's new connections to this socket of its group")
+    parser.add_argument("--when-joined", type=float, default=0,
+                        help="with --steer: wait up to this many seconds for another socket to join the port")
     args = parser.parse_args()
     if args.backlog is None and not (args.reuseport or args.steer is not None or args.check):
         parser.error("--backlog is required")
@@ -152,7 +167,10 @@ def main():
         try:
             if not matches(sock, args.socket):
                 continue
-            return result(True, fd=fd, **act(sock, args))
+            try:
+                return result(True, fd=fd, **act(sock, args))
+            except OSError as exc:
+                return fail("error", "%s: %s" % (args.socket, exc))
         finally:
             sock.close()  # our copy only: the master's socket stays open and listening
     return fail("not_found", "pid %d holds no listening socket %s" % (args.pid, args.socket))

@@ -47,6 +47,7 @@ import json
 import os
 import pwd
 import stat
+import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -213,6 +214,11 @@ class Switch:
         st = os.lstat(folder)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
             return "%s is not a directory that only root can write; remove it and run again" % folder
+        tcp = not item["socket"].startswith("/")
+        # TCP: the helper waits on the old master's socket and steers the port's new
+        # connections to it the moment the pool's socket joins (see uwsgi_listen.py).
+        waiter = subprocess.Popen(self.helper_argv(item, "--steer=0", "--when-joined=30"),  # noqa: S603
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) if tcp else None
         try:
             os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
             state = self.status().get(pool, {}).get("state")
@@ -223,18 +229,25 @@ class Switch:
             if rc != 0 and "already started" not in out:
                 return "supervisorctl %s %s: %s" % (verb, pool, out[-500:])
             deadline = time.monotonic() + 30
-            tcp = not item["socket"].startswith("/")
             while not (len(self.listeners(item)) > 1 if tcp else self.staged(item)):
                 entry = self.status().get(pool, {})
                 if entry.get("state") in GONE or time.monotonic() > deadline:
                     return "its pool did not bind %s (Supervisor says %s)" % (
                         item["socket"] + ("" if tcp else STAGED_SUFFIX), entry.get("state", "not loaded"))
-                time.sleep(0.01)
-            # Until an instance has loaded, new connections go to the old master's socket.
-            return self.steer(item, 0) if tcp else None
+                time.sleep(0.05)
+            if tcp:
+                # Until an instance has loaded, new connections go to the old master's socket.
+                out, err = waiter.communicate(timeout=30)
+                found = self.helper_result(waiter.returncode, out, err)
+                return None if found["ok"] else "the listen helper could not steer %s: %s" % (
+                    item["socket"], found.get("detail"))
+            return None
         finally:
             if os.path.lexists(mark):
                 os.unlink(mark)
+            if waiter and waiter.poll() is None:
+                waiter.kill()
+                waiter.wait()
 
     def listeners(self, item):
         """The LISTEN sockets of the app's socket, as ss shows them now."""
@@ -259,17 +272,22 @@ class Switch:
                 return
             time.sleep(0.1)
 
-    def helper(self, item, pid, *argv):
-        """The listen helper on the old master's socket, as the app's user; its JSON result."""
+    def helper_argv(self, item, *argv):
         p = self.module.params
-        rc, out, err = self.module.run_command(
-            [p["setpriv"], "--reuid=%s" % item["uid"], "--regid=%s" % item["gid"], "--init-groups", "--",
-             p["python"], p["helper"], "--pid=%d" % pid, "--socket=%s" % item["socket"]] + list(argv))
+        return [p["setpriv"], "--reuid=%s" % item["uid"], "--regid=%s" % item["gid"], "--init-groups", "--",
+                p["python"], p["helper"], "--pid=%d" % self.old_pid, "--socket=%s" % item["socket"]] + list(argv)
+
+    @staticmethod
+    def helper_result(rc, out, err):
         try:
             found = json.loads(out)
         except ValueError:
             found = {"ok": False, "detail": (out + err)[-500:]}
         return found if rc == 0 and found.get("ok") else dict(found, ok=False)
+
+    def helper(self, item, *argv):
+        """The listen helper on the old master's socket, as the app's user; its JSON result."""
+        return self.helper_result(*self.module.run_command(self.helper_argv(item, *argv)))
 
     def undo_stage(self, item):
         """A move that failed before the rename: the old master still serves
@@ -282,14 +300,14 @@ class Switch:
             self.steer(item, 0)
 
     def steer(self, item, index):
-        found = self.helper(item, self.old_pid, "--steer=%d" % index)
+        found = self.helper(item, "--steer=%d" % index)
         return None if found["ok"] else "the listen helper could not steer %s: %s" % (
             item["socket"], found.get("detail"))
 
     def step(self, action, what, item):
         """Run one of the move's own steps; None, or why it failed."""
         if action == "share":
-            found = self.helper(item, self.old_pid, "--reuseport")
+            found = self.helper(item, "--reuseport")
             self.old_inode = found.get("inode")
             return None if found["ok"] else "its old master's socket %s cannot take a second listener: %s" % (
                 item["socket"], found.get("detail"))

@@ -92,7 +92,7 @@ def accepted_by(socks, tries=40):
 def test_a_listening_socket_shares_its_port_and_its_group_sends_new_connections_where_it_is_told():
     old = listening(socket.AF_INET, "127.0.0.1")
     old.listen(64)  # room for every connection of a round
-    args = helper.argparse.Namespace(reuseport=True, steer=None, check=False, backlog=None)
+    args = helper.argparse.Namespace(reuseport=True, steer=None, check=False, backlog=None, when_joined=0)
     assert helper.act(old, args)["inode"] == helper.os.fstat(old.fileno()).st_ino
     new = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     new.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -102,13 +102,42 @@ def test_a_listening_socket_shares_its_port_and_its_group_sends_new_connections_
         sock.setblocking(False)
     try:
         # The old master's socket, index 0, takes every connection; then the one that joined it.
-        helper.act(old, helper.argparse.Namespace(reuseport=False, steer=0, check=False, backlog=None))
+        helper.act(old, helper.argparse.Namespace(reuseport=False, steer=0, check=False, backlog=None, when_joined=0))
         assert accepted_by([old, new]) == ([0], 40)
-        helper.act(old, helper.argparse.Namespace(reuseport=False, steer=1, check=False, backlog=None))
+        helper.act(old, helper.argparse.Namespace(reuseport=False, steer=1, check=False, backlog=None, when_joined=0))
         assert accepted_by([old, new]) == ([1], 40)
         # Once the old socket is gone, the index points past the group and the kernel picks by hash.
         old.close()
         assert accepted_by([new]) == ([0], 40)
     finally:
+        old.close()
+        new.close()
+
+
+def test_a_steer_that_waits_for_the_newcomer_takes_effect_as_it_joins():
+    old = listening(socket.AF_INET, "127.0.0.1")
+    old.listen(64)
+    old.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    new = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    new.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    new.bind(old.getsockname())
+    joiner = threading.Timer(0.3, new.listen, (64,))
+    joiner.start()
+    try:
+        args = helper.argparse.Namespace(reuseport=False, steer=0, check=False, backlog=None, when_joined=5)
+        helper.act(old, args)
+        joiner.join()
+        for sock in (old, new):
+            sock.setblocking(False)
+        assert accepted_by([old, new]) == ([0], 40)
+        # Nobody joins: the wait ends at its deadline with the kernel's EINVAL.
+        alone = listening(socket.AF_INET, "127.0.0.1")
+        alone.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        with pytest.raises(OSError):
+            helper.act(alone, helper.argparse.Namespace(reuseport=False, steer=0, check=False, backlog=None,
+                                                        when_joined=0.2))
+        alone.close()
+    finally:
+        joiner.cancel()
         old.close()
         new.close()
