@@ -76,6 +76,8 @@ from ansible.module_utils.uwsgi_host import (
 )
 
 GONE = ("STOPPED", "EXITED", "FATAL")
+# The steps the switch runs itself (Switch.step); the others are supervisorctl's verbs, and wait.
+OWN_STEPS = ("share", "stage", "steer", "rename", "drain")
 
 
 def adopt_steps(item, programs):
@@ -333,7 +335,7 @@ class Switch:
         renamed = False
         self.old_pid, self.old_inode = before.get("pid"), None
         for action, what in switch_steps(item, programs):
-            if action in ("stage", "rename", "drain"):
+            if action in OWN_STEPS:
                 why = self.step(action, what, item)
                 renamed = renamed or action in ("rename", "steer")
                 if why:

@@ -232,3 +232,10 @@ def test_a_pool_ini_that_may_bind_beside_its_path_names_one_socket():
             "/run/uwsgi/mapp.sock.new\nendif =\nif-not-exists = /run/backlogops-uwsgi-stage/mapp\n"
             "zergpool = /var/lib/uwsgi-zerg/mapp/pool.zerg:/run/uwsgi/mapp.sock\nendif =\n")
     assert h.parse_ini_sockets(text) == ["/run/uwsgi/mapp.sock"]
+
+
+def test_every_step_a_plan_can_hold_is_one_the_switch_runs():
+    runnable = set(switch.OWN_STEPS) | {"update", "start", "stop", "restart", "wait"}
+    for status, item in [(ONE_X, UNIX), (ONE_X, dict(adopt=True, socket="127.0.0.1:8003")),
+                         (STATUS, dict(rebind=True, update=True, socket="/run/uwsgi/zapp.sock"))]:
+        assert {action for action, _ in steps(status, **item)} <= runnable
