@@ -253,10 +253,11 @@ class Switch:
 
     def listeners(self, item):
         """The LISTEN sockets of the app's socket, as ss shows them now."""
-        # Not --extended for unix: with a deep queue the kernel ends that dump early (uwsgi_host.with_extended).
+        # Both families, so that ss prints its Netid column; not --extended for unix: with a
+        # deep queue the kernel ends that dump early (uwsgi_host.with_extended).
         unix = item["socket"].startswith("/")
-        _, out, _ = self.module.run_command(["ss", "-H", "--listening", "--numeric"] + (
-            ["--unix"] if unix else ["--tcp", "--extended"]))
+        _, out, _ = self.module.run_command(["ss", "-H", "--listening", "--numeric", "--unix", "--tcp"] + (
+            [] if unix else ["--extended"]))
         if unix:
             # ss names a unix socket by the path it was bound with: once PATH.new is renamed over PATH,
             # a listener named PATH is the old master's.

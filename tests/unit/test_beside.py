@@ -239,3 +239,10 @@ def test_every_step_a_plan_can_hold_is_one_the_switch_runs():
     for status, item in [(ONE_X, UNIX), (ONE_X, dict(adopt=True, socket="127.0.0.1:8003")),
                          (STATUS, dict(rebind=True, update=True, socket="/run/uwsgi/zapp.sock"))]:
         assert {action for action, _ in steps(status, **item)} <= runnable
+
+
+def test_ss_extended_gives_a_tcp_listeners_inode():
+    # Captured on Debian 12 with a 1.x app on 127.0.0.1:8005 and flaskapi on 127.0.0.1:8001.
+    found = h.parse_ss_listeners((FIXTURES / "bookworm" / "ss-tcp-extended.txt").read_text())
+    assert {x["port"]: (x["uid"], x["backlog"]) for x in found} == {8005: (33, 1000), 8001: (33, 2048)}
+    assert all(x["inode"] > 0 for x in found)

@@ -42,7 +42,7 @@ def in_effect(host):
 
 
 def tcp_listeners(host):
-    return [x for x in hc.parsers.parse_ss_listeners(host.check_output("ss -H --listening --numeric --tcp"))
+    return [x for x in hc.parsers.parse_ss_listeners(host.check_output("ss -H --listening --numeric --unix --tcp"))
             if x["port"] == 8005]
 
 
