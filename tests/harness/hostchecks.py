@@ -100,6 +100,17 @@ def listen_backlogs(host) -> dict[str, int]:
     return {item["local"]: item["backlog"] for item in parsers.parse_ss_listeners(out)}
 
 
+def unix_listener(host, socket: str):
+    """(listener, problem) of a unix socket path, read as the role's probe reads it: by
+    the file at the path, so a socket renamed over it (bound as PATH.new) is found too."""
+    listeners = parsers.with_extended(
+        parsers.parse_ss_listeners(host.check_output("ss -H --listening --numeric --unix")),
+        host.check_output("ss -H --listening --numeric --unix --extended"))
+    ino, dev = host.check_output(f"stat -c '%i %d' {socket}").split()
+    found = {"exists": True, "ino": int(ino), "dev": parsers.ss_device(int(dev))}
+    return parsers.socket_in_effect(socket, parsers.moved_in(listeners, {socket: found}), found)
+
+
 def check_backlog(host, app: dict) -> int:
     backlogs = listen_backlogs(host)
     key = app["socket"]

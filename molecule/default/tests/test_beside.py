@@ -146,7 +146,9 @@ def test_each_change_comes_as_a_new_instance_with_no_request_lost_or_kept_waitin
 
 def test_the_changes_are_in_effect_on_one_instance(host, changed):
     assert "user" in changed
-    assert hc.listen_backlogs(host)[SOCKET] == 3000
+    # The new user's pool bound SOCKET.new and renamed it over the path: ss names it so.
+    listener, wrong = hc.unix_listener(host, SOCKET)
+    assert wrong is None and listener["backlog"] == 3000 and listener["bound_as"] == SOCKET + ".new"
     master = serving_master(host)
     assert len(host.check_output(f"ps -o pid= --ppid {master}").split()) == 5
     assert sorted(instances(host).values()) == ["RUNNING", "RUNNING", "STOPPED"]

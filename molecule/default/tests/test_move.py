@@ -32,13 +32,7 @@ def apps(**change):
 
 
 def in_effect(host):
-    """The listener that serves SOCKET, read as the role's probe reads it (by the file at the path)."""
-    listeners = hc.parsers.with_extended(
-        hc.parsers.parse_ss_listeners(host.check_output("ss -H --listening --numeric --unix --processes")),
-        host.check_output("ss -H --listening --numeric --unix --extended"))
-    ino, dev = host.check_output(f"stat -c '%i %d' {SOCKET}").split()
-    found = {"exists": True, "ino": int(ino), "dev": "0/%s" % dev}
-    return hc.parsers.socket_in_effect(SOCKET, hc.parsers.moved_in(listeners, {SOCKET: found}), found)
+    return hc.unix_listener(host, SOCKET)
 
 
 def tcp_listeners(host):
