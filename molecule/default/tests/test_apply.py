@@ -119,6 +119,7 @@ def test_each_change_was_in_effect_right_after_its_run(applied):
     assert applied["back"]["workers"] == {U: 2, T: 2}
 
 
+@pytest.mark.extended
 def test_a_change_an_interrupted_run_left_in_the_files_is_applied(host, tmp_path):
     """As a run stopped after its templates leaves it: the ini asks listen 3000,
     the running master still has 4096. The next run has no file to change."""

@@ -240,6 +240,7 @@ def test_later_sysctl_file_that_would_win_at_boot_is_reported(host, tmp_path):
     assert before == after
 
 
+@pytest.mark.extended
 def test_a_tag_subset_that_changes_an_app_still_proves_it_and_rolls_it_back(host, tmp_path):
     """With the trial turned off, the proof and the rollback are the last line
     of defence, and a tag subset keeps them."""

@@ -8,6 +8,8 @@ import time
 
 import yaml
 
+import pytest
+
 import hostchecks as hc
 from hostchecks import ok
 
@@ -107,6 +109,7 @@ from app import app  # noqa: E402
 """
 
 
+@pytest.mark.extended
 def test_a_trial_whose_import_starts_a_daemon_leaves_nothing_and_ends_with_the_import(host, tmp_path):
     host.check_output(f"cat > /srv/flaskapp/daemonapp.py <<'EOF'\n{DAEMON_IMPORT}EOF")
     try:
@@ -122,6 +125,7 @@ def test_a_trial_whose_import_starts_a_daemon_leaves_nothing_and_ends_with_the_i
     hc.check_request(host, UNIX_APP, f"hello from {U}")
 
 
+@pytest.mark.extended
 def test_a_removed_uwsgi_binary_is_reinstalled_and_the_apps_restarted_onto_it(host, tmp_path):
     before = {app["name"]: hc.supervisor_state(host, app["name"])[1] for app in APPS}
     host.check_output("rm -f /usr/bin/uwsgi-core")

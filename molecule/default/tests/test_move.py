@@ -96,6 +96,7 @@ def test_after_the_move_the_pools_hold_the_sockets_and_the_old_programs_are_gone
     assert record[NAME]["revision"] == record[TCP]["revision"] == "m1"
 
 
+@pytest.mark.extended
 def test_moved_apps_rerun_without_a_change_and_take_a_new_listen_in_place(host, moved):
     run = ok(run_with(moved["tmp"], "move-rerun", apps(apply_strategy="beside")))
     assert set(hc.recap_changed(run.stdout).values()) == {0}, run.stdout[-3000:]

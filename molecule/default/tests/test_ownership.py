@@ -47,6 +47,7 @@ def programs(host):
     return set(hc.parsers.parse_supervisor_status(host.run("supervisorctl status").stdout)) - {"uwsgi-sampler"}
 
 
+@pytest.mark.extended
 def test_rename_with_absent_keeps_the_new_apps_socket(host, tmp_path):
     renamed = dict(BASE_APPS[0], name="ledger3")  # same socket as the old app
     apps = [{"name": UNIX_APP["name"], "state": "absent"}, renamed, BASE_APPS[1]]
@@ -112,6 +113,7 @@ def with_token(value, **changes):
                                 **changes), BASE_APPS[1]]}
 
 
+@pytest.mark.extended
 def test_secrets_never_appear_in_output_or_backups(host, tmp_path):
     old, new = OLD_SECRET, NEW_SECRET
     try:

@@ -82,6 +82,7 @@ def test_no_app_user_can_remove_or_replace_another_apps_socket(host, two_users):
     assert "hello from bobapp" in host.check_output(f"uwsgiprobe request {bob} /")
 
 
+@pytest.mark.extended
 def test_a_deleted_socket_fails_the_proof_and_the_next_run_brings_it_back(host, two_users):
     """ss keeps the name of a deleted socket; the proof reads the file at the path."""
     bob = "/run/uwsgi/bobapp.sock"

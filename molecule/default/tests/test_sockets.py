@@ -42,6 +42,7 @@ def log_since(host, offset):
     return host.run(f"tail -c +{offset + 1} /var/log/supervisor/shop.log").stdout
 
 
+@pytest.mark.extended
 def test_a_socket_the_web_server_cannot_open_fails_the_run_naming_the_user_and_its_modes(host, tmp_path):
     """nobody:nogroup in a directory of its own: uWSGI serves, root's request
     would pass, but nginx as www-data gets Permission denied. The proof asks
@@ -82,6 +83,7 @@ def test_an_app_without_environment_is_tried_and_starts_without_uwsgi_s_warning(
     serves(host, SHOP["socket"])
 
 
+@pytest.mark.extended
 def test_a_moved_socket_leaves_neither_its_file_nor_the_directory_the_role_made(host, shop_deployed):
     old, new = SHOP["socket"], "/run/uwsgi-shop2/shop.sock"
     assert "d /run/uwsgi-shop 1775 root www-data -" in host.file(TMPFILES).content_string
