@@ -119,7 +119,6 @@ HANDLER_PLAY = """
 """
 
 
-@pytest.mark.extended
 def test_the_handler_reloads_the_named_app_onto_the_code_the_play_put_in_place(host, releases):
     playbook = releases / "handler.yml"
     playbook.write_text(HANDLER_PLAY.format(releases=RELEASES, current=CURRENT))
