@@ -64,7 +64,8 @@ def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None, 
                      "program": "%s/%s.conf" % (paths["supervisor_conf_dir"], name),
                      "binary": app["binary"], "uid": app["uid"], "gid": app["gid"], "setpriv": settings["setpriv"],
                      "timeout": app["ready_timeout"], "force": "; ".join(reasons),
-                     "chdir": app["chdir"], "module": app["module"], "home": home})
+                     "chdir": app["chdir"], "module": app["module"], "home": home,
+                     "check_path": app["check_path"]})
     return plan
 
 

@@ -59,7 +59,8 @@ options:
         Apps to try aside before their files are written (name, ini, env, program: the paths of
         its files among O(files) and O(secret_files); binary, uid, gid, setpriv, timeout; force:
         a reason to try it even when its files do not change; chdir and module, to name them in a
-        failure; home, a virtualenv to import the app from instead of its own).
+        failure; home, a virtualenv to import the app from instead of its own; check_path, a path
+        the loaded trial must answer 2xx or 3xx on its private socket).
 author: backlogops
 """
 
@@ -105,7 +106,7 @@ except ImportError:  # pragma: no cover - outside Ansible's module packaging
         sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
         _spec.loader.exec_module(sys.modules[_spec.name])
 
-from ansible.module_utils.uwsgi_host import NOT_REGULAR, read_untrusted
+from ansible.module_utils.uwsgi_host import NOT_REGULAR, check_request, read_untrusted
 from ansible.module_utils.uwsgi_trial import run_all, trial_ini, verdict
 
 
@@ -253,12 +254,16 @@ def prepare_trial(spec, contents):
         env = read_bytes(spec["env"]) or EMPTY_ENV
     env_path, ini_path = os.path.join(directory, "env.ini"), os.path.join(directory, "trial.ini")
     _write_private(env_path, env, uid, gid)
-    text = trial_ini(ini.decode("utf-8", "replace"), env_path, os.path.join(directory, "trial.sock"), spec.get("home"))
+    sock = os.path.join(directory, "trial.sock")
+    text = trial_ini(ini.decode("utf-8", "replace"), env_path, sock, spec.get("home"), serve=bool(spec.get("check_path")))
     _write_private(ini_path, to_bytes(text), uid, gid)
     os.chown(directory, uid, gid)
     argv = [spec["setpriv"], "--reuid=%s" % spec["uid"], "--regid=%s" % spec["gid"], "--init-groups", "--",
             spec["binary"], "--ini", ini_path]
-    return directory, {"argv": argv, "timeout": int(spec.get("timeout") or 60)}
+    trial = {"argv": argv, "timeout": int(spec.get("timeout") or 60)}
+    if spec.get("check_path"):
+        trial["check"] = {"socket": sock, "protocol": "uwsgi", "path": spec["check_path"]}
+    return directory, trial
 
 
 def try_apps(module, trials, contents, result):
@@ -293,14 +298,15 @@ def try_apps(module, trials, contents, result):
             except (KeyError, OSError) as exc:
                 failures.append("app %s: its trial could not be prepared: %s" % (spec["name"], exc))
         if not failures:
-            outcomes = run_all([p[3] for p in prepared])
-            for (spec, why, _directory, _trial), (output, code, timed_out, seconds) in zip(prepared, outcomes):
-                seen = verdict(output, code, timed_out, spec.get("timeout"), spec)
+            outcomes = run_all([p[3] for p in prepared], ask=check_request)
+            for (spec, why, _directory, _trial), (output, code, timed_out, seconds, answer) in zip(prepared, outcomes):
+                seen = verdict(output, code, timed_out, spec.get("timeout"), spec, answer)
                 result["trials"].append({"name": spec["name"], "ok": seen["ok"], "because": why,
                                          "why": seen["why"], "seconds": round(seconds, 1), "lines": seen["lines"]})
                 if not seen["ok"]:
-                    failures.append("app %s (%s) was tried aside with its new config, as %s, and did not load: %s. "
-                                    "uWSGI said: %s." % (spec["name"], why, spec["uid"], seen["why"],
+                    failed = "did not answer" if answer is not None and "the app loaded" in seen["why"] else "did not load"
+                    failures.append("app %s (%s) was tried aside with its new config, as %s, and %s: %s. "
+                                    "uWSGI said: %s." % (spec["name"], why, spec["uid"], failed, seen["why"],
                                                          " | ".join(seen["lines"]) or "(nothing)"))
     finally:
         for entry in prepared:
@@ -347,6 +353,7 @@ def main():
                 "chdir": {"type": "str"},
                 "module": {"type": "str"},
                 "home": {"type": "path"},
+                "check_path": {"type": "str"},
             }},
         },
         supports_check_mode=True,

@@ -4,8 +4,9 @@ uWSGI is started with the app's own binary, user, group, ini and environment,
 but on a private throwaway socket and without anything that would touch the
 serving app (its socket, listen, logs, pidfiles, daemons, routers). It loads
 the app exactly as the serving master would; a hook right after the app is
-loaded prints a marker and exits. Nothing is forked, served or bound outside
-the trial's own directory.
+loaded prints a marker and exits. An app with a check_path forks its workers
+instead, answers that one request on the private socket, and is stopped.
+Nothing is served or bound outside the trial's own directory.
 
 Pure functions (trial_ini, verdict) are unit-tested against uWSGI's real
 output; run() and run_all() start the processes (library/uwsgi_files.py)."""
@@ -67,11 +68,13 @@ def dropped(key):
 HOME_KEYS = {"home", "virtualenv", "venv", "pyhome"}
 
 
-def trial_ini(ini_text, env_path, socket_path, home=None):
+def trial_ini(ini_text, env_path, socket_path, home=None, serve=False):
     """The app's ini as a trial reads it: its `ini = ` (the environment file)
     points at the trial's copy, what TRIAL_DROPS names is left out, and the
     trial's socket and the hook that ends it are added. `home`: a virtualenv
-    to import the app from instead of its own (new packages, staged aside)."""
+    to import the app from instead of its own (new packages, staged aside).
+    `serve`: no exit once loaded; the workers answer uWSGI's protocol on the
+    trial's socket (its check_path is asked there)."""
     out = []
     for line in ini_text.splitlines():
         match = _INI_LINE.match(line)
@@ -83,12 +86,20 @@ def trial_ini(ini_text, env_path, socket_path, home=None):
             out.append("; left out of the trial: %s" % trial_key(match.group(1)))
         else:
             out.append(line)
-    out += [
-        "; the trial: a private socket, the app loaded once in the master, then exit",
-        "socket = %s" % socket_path,
-        "hook-post-app = print:%s" % MARKER,
-        "hook-post-app = exit:%d" % EXIT_LOADED,
-    ]
+    if serve:
+        out += [
+            "; the trial: a private socket, the app loaded once in the master, one request on its check_path",
+            "socket = %s" % socket_path,
+            "protocol = uwsgi",
+            "hook-post-app = print:%s" % MARKER,
+        ]
+    else:
+        out += [
+            "; the trial: a private socket, the app loaded once in the master, then exit",
+            "socket = %s" % socket_path,
+            "hook-post-app = print:%s" % MARKER,
+            "hook-post-app = exit:%d" % EXIT_LOADED,
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -125,14 +136,28 @@ def _callable(module):
     return name, call or "application"
 
 
-def verdict(output, returncode, timed_out=False, timeout=None, app=None):
+def _answered(answer, app, lines):
+    """The verdict of a trial that loaded and was asked its check_path."""
+    status = answer.get("status")
+    if status and 200 <= status < 400:
+        return {"ok": True, "why": "the app loaded and GET %s answered %s" % (app.get("check_path"), status),
+                "lines": []}
+    after = lines[[line.strip() for line in lines].index(MARKER) + 1:]
+    return {"ok": False, "why": "the app loaded, but GET %s answered %s" % (
+        app.get("check_path"), status or answer.get("error")), "lines": _significant(after)[-15:]}
+
+
+def verdict(output, returncode, timed_out=False, timeout=None, app=None, answer=None):
     """What a trial's output means: {ok, why, lines}. `why` says in a line
     what went wrong, in uWSGI's (or Python's) words and with the app's own
     values (app: its chdir and module) where uWSGI leaves them out; `lines`
-    is the output that shows it."""
+    is the output that shows it. `answer`: check_path's, when it was asked."""
     app = app or {}
     lines = [line.rstrip() for line in (output or "").splitlines()]
-    if returncode == EXIT_LOADED and MARKER in (line.strip() for line in lines):
+    loaded = MARKER in (line.strip() for line in lines)
+    if loaded and answer is not None:
+        return _answered(answer, app, lines)
+    if returncode == EXIT_LOADED and loaded:
         return {"ok": True, "why": "the app loaded", "lines": []}
     significant = _significant(lines)
     if timed_out:
@@ -183,10 +208,14 @@ def _kill(proc):
         pass
 
 
-def _read_until_exit(proc, deadline):
-    """What the trial prints until its process exits (or `deadline`): (data,
-    timed_out). Its exit ends the wait even when something it forked still
-    holds the pipe open (an import that starts a daemon)."""
+_MARKER_LINE = re.compile(b"(^|\n)" + re.escape(MARKER.encode()) + b"\r?\n")
+
+
+def _read_until_exit(proc, deadline, marker=False):
+    """What the trial prints until its process exits (or `deadline`, or with
+    `marker` the marker's own line): (data, timed_out). Its exit ends the
+    wait even when something it forked still holds the pipe open (an import
+    that starts a daemon)."""
     data = b""
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
@@ -205,21 +234,37 @@ def _read_until_exit(proc, deadline):
             if chunk == b"":
                 return data, False
             data = (data + (chunk or b""))[-OUTPUT_LIMIT:]
+            if marker and _MARKER_LINE.search(data):
+                return data, False
         if exited and not chunk:
             return data, False
 
 
-def run(argv, timeout, cwd="/"):
-    """Run one trial: (output, returncode, timed_out, seconds). The process
-    runs in a session of its own, killed whole when `timeout` passes; only
-    the last OUTPUT_LIMIT bytes of what it prints are kept."""
+def _ask(proc, data, deadline, check, ask):
+    """Once the marker is out: `ask` (the request) check on the trial's
+    socket, the app's lines about it, then the trial is stopped."""
+    answer = ask(dict(check, timeout=max(1.0, min(10.0, deadline - time.monotonic()))))
+    more, _ = _read_until_exit(proc, time.monotonic() + 0.5)
+    _kill(proc)
+    return (data + more)[-OUTPUT_LIMIT:], answer
+
+
+def run(argv, timeout, cwd="/", check=None, ask=None):
+    """Run one trial: (output, returncode, timed_out, seconds, answer). The
+    process runs in a session of its own, killed whole when `timeout`
+    passes; only the last OUTPUT_LIMIT bytes of what it prints are kept.
+    With `check` (a request) and `ask` (what makes it), the loaded trial is
+    asked it and stopped; `answer` is what ask returned, None otherwise."""
     started = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 cwd=cwd, env=_clean_env(), start_new_session=True, close_fds=True)
     except OSError as exc:
-        return "cannot start %s: %s" % (argv[0], exc), None, False, 0.0
-    data, timed_out = _read_until_exit(proc, started + timeout)
+        return "cannot start %s: %s" % (argv[0], exc), None, False, 0.0, None
+    answer = None
+    data, timed_out = _read_until_exit(proc, started + timeout, marker=bool(check and ask))
+    if check and ask and not timed_out and _MARKER_LINE.search(data):
+        data, answer = _ask(proc, data, started + timeout, check, ask)
     if timed_out:
         _kill(proc)
     proc.stdout.close()
@@ -230,7 +275,7 @@ def run(argv, timeout, cwd="/"):
         returncode = proc.wait()
     # Whatever the app may have left behind in its session goes too.
     _kill(proc)
-    return data.decode("utf-8", "replace"), returncode, timed_out, time.monotonic() - started
+    return data.decode("utf-8", "replace"), returncode, timed_out, time.monotonic() - started, answer
 
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -299,14 +344,15 @@ def _reap():
             return
 
 
-def run_all(trials):
-    """Run every trial at once (each is {argv, timeout}); their results in
-    order. Nothing a trial started outlives run_all."""
+def run_all(trials, ask=None):
+    """Run every trial at once (each is {argv, timeout}, and check: the
+    request `ask` makes of it once loaded); their results in order. Nothing
+    a trial started outlives run_all."""
     _become_subreaper()
     results = [None] * len(trials)
 
     def one(index, trial):
-        results[index] = run(trial["argv"], trial["timeout"], trial.get("cwd", "/"))
+        results[index] = run(trial["argv"], trial["timeout"], trial.get("cwd", "/"), trial.get("check"), ask)
 
     threads = [threading.Thread(target=one, args=(i, t)) for i, t in enumerate(trials)]
     for thread in threads:

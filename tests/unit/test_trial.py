@@ -117,25 +117,25 @@ def test_options_that_shape_the_load_are_kept(key):
 
 
 def test_run_returns_the_output_and_the_exit_code():
-    output, code, timed_out, _ = t.run([sys.executable, "-c", "print('hello'); raise SystemExit(75)"], 10)
+    output, code, timed_out, _, _ = t.run([sys.executable, "-c", "print('hello'); raise SystemExit(75)"], 10)
     assert (output.strip(), code, timed_out) == ("hello", 75, False)
 
 
 def test_run_stops_a_trial_that_outlives_its_bound_with_everything_it_started():
     started = time.monotonic()
     script = "import subprocess, time; subprocess.Popen(['sleep', '30']); print('loading', flush=True); time.sleep(30)"
-    output, _, timed_out, seconds = t.run([sys.executable, "-c", script], 1)
+    output, _, timed_out, seconds, _ = t.run([sys.executable, "-c", script], 1)
     assert timed_out and "loading" in output and time.monotonic() - started < 15
     assert seconds >= 1
 
 
 def test_run_keeps_only_the_end_of_a_flood():
-    output, code, _, _ = t.run([sys.executable, "-c", "import sys; sys.stdout.write('x' * 3000000 + 'END')"], 20)
+    output, code, _, _, _ = t.run([sys.executable, "-c", "import sys; sys.stdout.write('x' * 3000000 + 'END')"], 20)
     assert code == 0 and len(output) == t.OUTPUT_LIMIT and output.endswith("END")
 
 
 def test_run_says_when_the_binary_cannot_start():
-    output, code, _, _ = t.run(["/nonexistent/uwsgi"], 5)
+    output, code, _, _, _ = t.run(["/nonexistent/uwsgi"], 5)
     assert code is None and "cannot start /nonexistent/uwsgi" in output
 
 
@@ -164,7 +164,7 @@ def test_a_trial_whose_import_starts_a_daemon_ends_with_the_import_and_leaves_no
     trial still ends when its process exits, and the daemon is killed."""
     pidfile = tmp_path / "daemon.pid"
     started = time.monotonic()
-    [(output, code, timed_out, _)] = t.run_all(
+    [(output, code, timed_out, _, _)] = t.run_all(
         [{"argv": [sys.executable, "-c", DAEMONIZING_IMPORT, str(pidfile)], "timeout": 30}])
     assert (output.strip(), code, timed_out) == ("loaded", 75, False)
     assert time.monotonic() - started < 5
@@ -209,3 +209,49 @@ def test_staged_packages_are_imported_from_the_virtualenv_aside():
     text = t.trial_ini(ini, "/run/x/env.ini", "/run/x/trial.sock", home="/var/lib/uwsgi-role/staged-venvs/abc")
     assert "home = /var/lib/uwsgi-role/staged-venvs/abc" in text and "/srv/flaskapp/venv" not in text
     assert "home = /srv/flaskapp/venv" in t.trial_ini(ini, "/run/x/env.ini", "/run/x/trial.sock")
+
+
+LOADED_THEN_SERVES = """
+import sys, time
+print('running "print:%s" (post app)...' % sys.argv[1])
+print(sys.argv[1], flush=True)
+print("[pid: 7|app: 0] GET /health => generated 0 bytes (HTTP/1.1 500)", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_trial_with_a_check_is_asked_once_loaded_and_stopped():
+    asked = []
+    started = time.monotonic()
+    output, code, timed_out, _, answer = t.run(
+        [sys.executable, "-c", LOADED_THEN_SERVES, t.MARKER], 20, check={"socket": "/x/trial.sock", "path": "/health"},
+        ask=lambda check: asked.append(check) or {"status": 500, "error": None})
+    assert answer == {"status": 500, "error": None} and not timed_out and code != t.EXIT_LOADED
+    assert [(c["socket"], c["path"]) for c in asked] == [("/x/trial.sock", "/health")] and asked[0]["timeout"] <= 10
+    assert time.monotonic() - started < 10, "the trial was not stopped once asked"
+    seen = t.verdict(output, code, timed_out, 20, {"check_path": "/health"}, answer)
+    assert not seen["ok"] and seen["why"] == "the app loaded, but GET /health answered 500"
+    assert seen["lines"] == ["[pid: 7|app: 0] GET /health => generated 0 bytes (HTTP/1.1 500)"]
+
+
+def test_a_trial_that_answers_2xx_or_3xx_passes_and_no_answer_is_no_pass():
+    loaded = 'running "print:%s" (post app)...\n%s\n' % (t.MARKER, t.MARKER)
+    assert t.verdict(loaded, -9, app={"check_path": "/h"}, answer={"status": 302})["ok"]
+    refused = t.verdict(loaded, -9, app={"check_path": "/h"}, answer={"status": None, "error": "timed out"})
+    assert not refused["ok"] and refused["why"] == "the app loaded, but GET /h answered timed out"
+    # The hook's own echo of the marker is not the marker: not loaded, not asked.
+    echo_only = 'running "print:%s" (post app)...\n' % t.MARKER
+    assert not t.verdict(echo_only, 22, app={"check_path": "/h"}, answer=None)["ok"]
+
+
+def test_a_trial_that_never_loads_is_never_asked():
+    asked = []
+    output, code, _, _, answer = t.run([sys.executable, "-c", "print('GAME OVER'); raise SystemExit(22)"], 10,
+                                       check={"socket": "/x", "path": "/"}, ask=asked.append)
+    assert asked == [] and answer is None and code == 22
+
+
+def test_a_trial_with_a_check_path_serves_instead_of_exiting():
+    text = t.trial_ini("[uwsgi]\nmodule = app:app\n", "/t/env.ini", "/t/trial.sock", serve=True)
+    assert text.endswith("socket = /t/trial.sock\nprotocol = uwsgi\nhook-post-app = print:%s\n" % t.MARKER)
+    assert "exit:" not in text
