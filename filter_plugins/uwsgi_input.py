@@ -266,7 +266,7 @@ def uwsgi_normalize(apps, settings):
         venv = _pick(app.get("virtualenv"), None)
         pip = settings.get("install_method") == "pip"
         uwsgi_venv = _pick(venv, settings.get("pip_virtualenv")) if pip else None
-        strategy = str(_pick(app.get("apply_strategy"), settings.get("apply_strategy", "graceful")))
+        strategy = str(_pick(app.get("apply_strategy"), settings.get("apply_strategy", "beside")))
         out.append({
             "name": name,
             "state": _pick(app.get("state"), "present"),

@@ -131,6 +131,27 @@ def supervisor_state(host, name: str) -> tuple[str, int | None]:
     return (status["state"], status["pid"]) if status else ("missing", None)
 
 
+def supervisor_entry(host, name: str) -> dict:
+    """The app's entry in `supervisorctl status` (a beside app's: its serving instance, with slot and pool)."""
+    return parsers.parse_supervisor_status(host.run("supervisorctl status").stdout).get(name) or {}
+
+
+def programs_of(host, name: str) -> str:
+    """The Supervisor programs that run the app's workers: both instances of a beside app, or NAME."""
+    return f"{name}.a {name}.b" if "slot" in supervisor_entry(host, name) else name
+
+
+def app_log(host, name: str, log_dir: str = "/var/log/supervisor") -> str:
+    """The log of the program that serves the app: its serving instance's in the beside layout."""
+    entry = supervisor_entry(host, name)
+    return f"{log_dir}/{name}.{entry['slot']}.log" if "slot" in entry else f"{log_dir}/{name}.log"
+
+
+def pool_pid(host, name: str) -> int | None:
+    """The pid of a beside app's zerg pool, the process that holds its socket."""
+    return (supervisor_entry(host, name).get("pool") or {}).get("pid")
+
+
 def check_running_as(host, app: dict) -> int:
     state, pid = supervisor_state(host, app["name"])
     assert state == "RUNNING", f"{app['name']}: Supervisor says {state}"

@@ -15,6 +15,8 @@ SETTINGS = {
     "allow_root": False, "allow_world_writable_socket": False, "unlisted_apps": "warn",
     "config_dir": "/etc/uwsgi/supervisor", "supervisor_conf_dir": "/etc/supervisor/conf.d",
     "log_dir": "/var/log/supervisor",
+    # The decisions of the graceful and restart ways; the beside cases set their own.
+    "apply_strategy": "graceful",
 }
 SYSCTLS = {"net.core.somaxconn": 4096, "net.ipv4.tcp_max_syn_backlog": 4096}
 BASE = [
@@ -54,6 +56,12 @@ def test_normalize_fills_in_the_defaults():
 def test_normalize_keeps_an_explicit_zero_for_validation():
     assert f.uwsgi_normalize([{"name": "x", "listen": 0}], SETTINGS)[0]["listen"] == 0
     assert "listen (0) must be between 1 and 65535" in " ".join(errors(apps((0, {"listen": 0}))))
+
+
+def test_the_default_way_is_beside():
+    settings = {key: value for key, value in SETTINGS.items() if key != "apply_strategy"}
+    app = f.uwsgi_normalize([{"name": "x", "module": "m:app"}], settings)[0]
+    assert app["apply_strategy"] == "beside" and app["beside"] is True
 
 
 def test_pip_apps_run_the_uwsgi_of_their_venv():

@@ -74,12 +74,15 @@ def serving_master(host):
 
 @pytest.fixture(scope="module")
 def beside(host, tmp_path_factory):
-    """Builds b1 and b2, b3 whose import raises; the app serving b1 beside the README's apps."""
-    for build in ("b1", "b2", "b3"):
+    """Builds b1 and b2, b3 whose import raises, b4 that loads and answers 500; the app serving b1
+    beside the README's apps."""
+    for build in ("b1", "b2", "b3", "b4"):
         host.run_test(f"mkdir -p {RELEASES}/{build} && cp /srv/flaskapp/app.py {RELEASES}/{build}/ "
                       f"&& echo {build} > {RELEASES}/{build}/BUILD")
     host.run_test(f"echo 'raise RuntimeError(\"broken build b3: SETTINGS_MODULE is not set\")' "
                   f">> {RELEASES}/b3/app.py")
+    host.run_test(f"printf '%s\\n' '@app.before_request' 'def broken():' "
+                  f"'    raise RuntimeError(\"broken build b4: the database is unreachable\")' >> {RELEASES}/b4/app.py")
     host.run_test(f"cat > /srv/squatter.py <<'EOF'{SQUATTER}EOF")
     host.run_test("id zappuser || useradd --system --no-create-home --gid www-data --shell /usr/sbin/nologin zappuser")
     tmp = tmp_path_factory.mktemp("beside")
@@ -228,6 +231,20 @@ def test_a_broken_build_is_refused_and_the_serving_instance_goes_on(host, change
     host.run_test(f"kill -9 {workers[0]}")
     bodies = {host.run(f"uwsgiprobe request {SOCKET} /build").stdout.strip().splitlines()[-1] for _ in range(30)}
     assert bodies == {"b2"}, bodies
+
+
+def test_a_build_that_loads_but_fails_its_check_path_never_serves(host, changed, beside):
+    """The trial forks its workers and asks check_path on its private socket: a 500 there is refused
+    before any instance starts on the build."""
+    before = serving_master(host)
+    seen = under_load(host, "answers-500", lambda: run_with(beside, "answers-500", apps(**dict(
+        LAST, revision="b4", chdir=f"{RELEASES}/b4"))))
+    said = seen["run"].stdout + seen["run"].stderr
+    assert seen["run"].returncode != 0
+    assert "did not answer: the app loaded, but GET /build answered 500" in said, said[-3000:]
+    seen["load"].check()
+    assert seen["stats"]["last_body"] == "b2" and serving_master(host) == before
+    assert [instances(host)[f"{NAME}.{slot}"] for slot in "ab"].count("RUNNING") == 1, instances(host)
 
 
 def test_the_record_names_the_layout(host, changed):

@@ -101,13 +101,15 @@ def test_the_report_prints_the_apps_and_names_nginx_capped_by_the_old_limit():
 
 def test_an_app_that_is_gone_reads_as_down_and_the_sampler_keeps_running(host):
     _, pid = hc.supervisor_state(host, SAMPLER)
-    host.check_output(f"supervisorctl stop {TCP_APP['name']}")
+    name = TCP_APP["name"]
+    # Its instances and the pool that holds its socket.
+    host.check_output(f"supervisorctl stop {hc.programs_of(host, name)} {name}.socket")
     try:
         wait_for(host, lambda t: metric(t, "uwsgi_listen_socket_up", TCP_APP["name"]) == 0)
         assert f"app {TCP_APP['name']}: socket {TCP_APP['socket']} not found listening" in host.file(LOG).content_string
         assert hc.supervisor_state(host, SAMPLER) == ("RUNNING", pid)
     finally:
-        host.check_output(f"supervisorctl start {TCP_APP['name']}")
+        host.check_output(f"supervisorctl start {name}.socket {name}.a")
     wait_for(host, lambda t: metric(t, "uwsgi_listen_socket_up", TCP_APP["name"]) == 1)
 
 

@@ -44,7 +44,7 @@ def test_the_log_keeps_failed_requests_and_rotates_at_its_bounds(host):
     """request_logging errors (the default): a request answered 200 leaves no
     line, one answered 500 does; Supervisor rotates at 50MB, keeping 10."""
     app = APPS[0]
-    log = f"/var/log/supervisor/{app['name']}.log"
+    log = hc.app_log(host, app["name"])
     before = int(host.check_output(f"wc -l < {log}"))
     hc.check_request(host, app, f"hello from {app['name']}")
     failed = host.run(f"uwsgiprobe request {app['socket']} '/slow?t=not-a-number'")

@@ -1,5 +1,6 @@
-"""New code reaches a serving app with no request lost and no capacity gap.
-The unix-socket app runs 4 workers from /srv/current, a release symlink, and
+"""New code reaches a serving app with no request lost and no capacity gap,
+as a new instance beside the serving one (the default layout). The
+unix-socket app runs 4 workers from /srv/current, a release symlink, and
 its import takes 3 s (IMPORT_SECONDS); a request stream runs through nginx to
 /build (the build each worker imported) for the whole of every run."""
 
@@ -50,10 +51,11 @@ def builds(host, count=40):
 
 
 def under_load(host, tag, run):
-    before = master_and_workers(host)
+    before, pool = master_and_workers(host), hc.pool_pid(host, U)
     with hc.Load(host, tag, {U: PORTS[U]}, path="/build", bodies=True) as load:
         result = run()
-    return {"run": result, "load": load, "stats": load.results[U], "before": before, "after": master_and_workers(host)}
+    return {"run": result, "load": load, "stats": load.results[U], "before": before, "after": master_and_workers(host),
+            "pools": (pool, hc.pool_pid(host, U))}
 
 
 @pytest.fixture(scope="module")
@@ -81,19 +83,20 @@ def check_new_build_everywhere(host, seen, build):
     assert stats["latency"]["max"] < IMPORT_SECONDS / 2, stats
     assert stats["last_body"] == build, stats
     master, workers = seen["after"]
-    assert master == seen["before"][0], "the master was restarted"
+    # A new instance serves; the pool that holds the socket stayed.
+    assert master != seen["before"][0], "the serving instance was kept"
+    assert seen["pools"][0] is not None and seen["pools"][0] == seen["pools"][1], seen["pools"]
     assert len(workers) == 4 and not set(workers) & set(seen["before"][1]), (seen["before"], seen["after"])
     assert set(worker_dirs(host, workers).values()) == {f"{RELEASES}/{build}"}
     assert builds(host) == {build: 40}
 
 
-def test_a_new_revision_is_a_chain_reload_no_request_waits_for_the_import(host, releases):
+def test_a_new_revision_is_a_new_instance_no_request_waits_for_the_import(host, releases):
     put_in_place(host, "b2")
     seen = under_load(host, "deploy-b2", lambda: run_with(releases, "deploy-b2", deployed("b2")))
     check_new_build_everywhere(host, seen, "b2")
     said = hc.said(seen["run"])
-    assert f"{U}: chain reload, one worker at a time while the others serve (its revision is b2, it last took b1)" \
-        in said, said[-3000:]
+    assert f"{U}: a new instance beside the serving one (its revision is b2, it last took b1)" in said, said[-3000:]
     assert f"{U}: tried aside (its code is new: its revision is b2, it last took b1)" in said
     assert f"app {U}: RUNNING, backlog 4096 on {UNIX_SOCKET}, 4 workers, GET /build answered 200" in said
     record = json.loads(host.check_output("cat /etc/uwsgi/supervisor/.applied.json"))
@@ -131,8 +134,7 @@ def test_the_handler_reloads_the_named_app_onto_the_code_the_play_put_in_place(h
     handler = seen["run"].stdout.split("RUNNING HANDLER", 1)[1]
     said = " ".join(handler.split())
     assert f"{U}: tried aside (its code is new: the play notified uwsgi reload)" in said, said[-3000:]
-    assert f"{U}: chain reload, one worker at a time while the others serve (the play notified uwsgi reload)" \
-        in said, said[-3000:]
+    assert f"{U}: a new instance beside the serving one (the play notified uwsgi reload)" in said, said[-3000:]
     assert f"app {U}: RUNNING, backlog 4096 on {UNIX_SOCKET}, 4 workers, GET /build answered 200" in said
     # The short path: the role's run in this play settled the rest, so the
     # handler neither checks the input again nor writes a file.
@@ -166,6 +168,11 @@ HANG = ("import uwsgi  # noqa\nif uwsgi.worker_id() >= 2:  # the trial imports i
         "    import time\n    time.sleep(3600)\n")
 
 
+# 1.x's way (apply_strategy graceful, code_reload chain): an app of its own beside the README's.
+CHAIN_APP = {"name": "chainapp", "module": "app:app", "chdir": CURRENT, "socket": "/run/uwsgi/chainapp.sock",
+             "processes": 4, "apply_strategy": "graceful", "revision": "b3", "environment": {"APP_NAME": "chainapp"}}
+
+
 @pytest.mark.extended
 def test_a_chain_that_stops_halfway_fails_the_run_naming_the_workers_on_the_old_code(host, releases):
     """A build whose import hangs in a worker (not in the trial): uWSGI's
@@ -173,17 +180,19 @@ def test_a_chain_that_stops_halfway_fails_the_run_naming_the_workers_on_the_old_
     (4 x ready_timeout + 30 s) and names the workers still on the old code."""
     host.run_test(f"mkdir -p {RELEASES}/b5 && echo b5 > {RELEASES}/b5/BUILD")
     host.run_test(f"cat > {RELEASES}/b5/app.py <<'EOF'\n{HANG}EOF\ncat {RELEASES}/b3/app.py >> {RELEASES}/b5/app.py")
-    before = master_and_workers(host)
+    ok(run_with(releases, "chain-base", deployed("b2") + [CHAIN_APP]))
+    master = hc.supervisor_state(host, "chainapp")[1]
+    before = sorted(int(p) for p in host.check_output(f"ps -o pid= --ppid {master}").split())
     put_in_place(host, "b5")
     try:
-        run = run_with(releases, "deploy-b5", with_changes(**{U: dict(DEPLOYED, revision="b5", ready_timeout=5)}))
+        run = run_with(releases, "deploy-b5", deployed("b2") + [dict(CHAIN_APP, revision="b5", ready_timeout=5)])
         said = hc.said(run)
         assert run.returncode != 0
         assert "its chain reload did not finish within" in said, said[-3000:]
-        old = [pid for pid in before[1] if f"pid {pid}," in said]
+        old = [pid for pid in before if f"pid {pid}," in said]
         assert len(old) >= 2, said[-3000:]
         assert "and the role keeps no earlier build" in said
     finally:
         put_in_place(host, "b3")
-        host.run_test(f"supervisorctl restart {U}")
-        ok(run_with(releases, "deploy-b3", deployed("b3")))
+        host.run_test("supervisorctl restart chainapp")
+        ok(run_with(releases, "chain-cleanup", deployed("b2") + [{"name": "chainapp", "state": "absent"}]))

@@ -88,7 +88,7 @@ def test_a_log_directory_an_app_user_owns_is_refused_before_any_change(host, tmp
 
 
 def test_a_fifo_at_an_app_s_log_path_does_not_hang_the_run(host, tmp_path):
-    log = f"/var/log/supervisor/{U}.log"
+    log = hc.app_log(host, U)
     host.check_output(f"mv {log} {log}.kept && mkfifo {log}")
     try:
         run = ok(hc.run_playbook(PLAYBOOK, timeout=300))

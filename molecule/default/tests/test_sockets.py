@@ -16,8 +16,10 @@ PLAYBOOK = hc.PROJECT / "playbooks" / "site.yml"
 BASE_APPS = yaml.safe_load(PLAYBOOK.read_text())[0]["vars"]["uwsgi_apps"]
 APPS = hc.apps_from_playbook(PLAYBOOK)
 TMPFILES = "/etc/tmpfiles.d/uwsgi-supervisor.conf"
+# 1.x's layout (one program that binds its own socket, with uWSGI's vacuum): what these tests read in its
+# log and in the socket's directory; the beside layout's socket is test_beside's and test_move's.
 SHOP = {"name": "shop", "module": "app:app", "chdir": "/srv/flaskapp", "socket": "/run/uwsgi-shop/shop.sock",
-        "listen": 256, "check_path": "/"}
+        "listen": 256, "check_path": "/", "apply_strategy": "graceful"}
 NO_SECTION = "Can't find section"
 
 
