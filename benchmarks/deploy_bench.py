@@ -33,7 +33,7 @@ BUILD_URL = f"{lib.NGINX_URL}/build"
 
 def app(import_seconds: int, code_reload: str, revision: str) -> list[dict]:
     return [{"name": "flaskapp", "module": "app:app", "chdir": "/srv/current", "socket": lib.SOCKET, "listen": 4096,
-             "processes": PROCESSES, "code_reload": code_reload, "revision": revision,
+             "processes": PROCESSES, "code_reload": code_reload, "revision": revision, "apply_strategy": "graceful",
              "environment": {"APP_NAME": "flaskapp", "IMPORT_SECONDS": str(import_seconds)}}]
 
 

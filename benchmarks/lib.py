@@ -187,7 +187,8 @@ def nginx_backlog(name: str) -> int | None:
 
 
 def program_state(name: str, program: str = "flaskapp") -> str:
-    out = sh(name, f"supervisorctl status {program}", check=False).stdout
+    # The whole status: a beside app is its serving instance under its own name.
+    out = sh(name, "supervisorctl status", check=False).stdout
     return parsers.parse_supervisor_status(out).get(program, {}).get("state", "missing")
 
 

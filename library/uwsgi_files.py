@@ -106,7 +106,7 @@ except ImportError:  # pragma: no cover - outside Ansible's module packaging
         sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
         _spec.loader.exec_module(sys.modules[_spec.name])
 
-from ansible.module_utils.uwsgi_host import NOT_REGULAR, check_request, read_untrusted
+from ansible.module_utils.uwsgi_host import NOT_REGULAR, as_user, check_request, read_untrusted
 from ansible.module_utils.uwsgi_trial import run_all, trial_ini, verdict
 
 
@@ -262,8 +262,19 @@ def prepare_trial(spec, contents):
             spec["binary"], "--ini", ini_path]
     trial = {"argv": argv, "timeout": int(spec.get("timeout") or 60)}
     if spec.get("check_path"):
-        trial["check"] = {"socket": sock, "protocol": "uwsgi", "path": spec["check_path"]}
+        # Asked as the app's user: root never connects to a path in a directory that user owns.
+        try:
+            groups = os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+        except KeyError:
+            groups = [gid]
+        trial["check"] = {"socket": sock, "protocol": "uwsgi", "path": spec["check_path"],
+                          "user": {"name": spec["uid"], "uid": uid, "gid": gid, "groups": groups}}
     return directory, trial
+
+
+def ask_as_its_user(check):
+    """The trial's check_path request, made by a child with the app user's identity."""
+    return as_user(check["user"], lambda: check_request(check), timeout=float(check["timeout"]) + 5)
 
 
 def try_apps(module, trials, contents, result):
@@ -298,7 +309,7 @@ def try_apps(module, trials, contents, result):
             except (KeyError, OSError) as exc:
                 failures.append("app %s: its trial could not be prepared: %s" % (spec["name"], exc))
         if not failures:
-            outcomes = run_all([p[3] for p in prepared], ask=check_request)
+            outcomes = run_all([p[3] for p in prepared], ask=ask_as_its_user)
             for (spec, why, _directory, _trial), (output, code, timed_out, seconds, answer) in zip(prepared, outcomes):
                 seen = verdict(output, code, timed_out, spec.get("timeout"), spec, answer)
                 result["trials"].append({"name": spec["name"], "ok": seen["ok"], "because": why,

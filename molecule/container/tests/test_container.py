@@ -124,7 +124,7 @@ def test_the_build_started_nothing_and_left_the_kernel_alone(host):
     assert host.run("pgrep -x uwsgi").rc == 1
     assert not host.file("/etc/sysctl.d/60-uwsgi-backlog.conf").exists
     assert host.file(f"/etc/supervisor/conf.d/{APP['name']}.conf").exists
-    assert f"listen = {LISTEN}" in host.file(f"/etc/uwsgi/supervisor/{APP['name']}.ini").content_string
+    assert f"listen = {LISTEN}" in host.file(f"/etc/uwsgi/supervisor/{APP['name']}.socket.ini").content_string
 
 
 def test_supervisord_is_pid_1_and_the_backlog_in_effect_is_the_listen(served):
@@ -156,7 +156,9 @@ def test_without_the_sysctl_uwsgi_refuses_to_start_with_its_own_message(without_
     # The container's network namespace starts at the kernel's default.
     assert live < LISTEN, f"this kernel's default somaxconn ({live}) is not below the image's listen ({LISTEN})"
     assert wait_for_state(without_sysctl, APP["name"], {"FATAL"}) == "FATAL"
-    log = without_sysctl.file(f"/var/log/supervisor/{APP['name']}.log").content_string
+    # The process that binds the socket with its listen says it: the app's pool in the beside layout.
+    pool_log = without_sysctl.file(f"/var/log/supervisor/{APP['name']}.socket.log")
+    log = (pool_log if pool_log.exists else without_sysctl.file(hc.app_log(without_sysctl, APP["name"]))).content_string
     assert f"Listen queue size is greater than the system max net.core.somaxconn ({live})." in log, log[-2000:]
     # The README names that message and the fixes.
     readme = (hc.PROJECT / "README.md").read_text()
@@ -190,7 +192,8 @@ def test_bad_container_inputs_are_refused_before_any_change(without_sysctl, tmp_
 
 def test_the_role_changes_a_running_container_without_losing_a_request(served, tmp_path):
     name = served.backend.name
-    pid = hc.supervisor_state(served, APP["name"])[1]
+    pid, pool = hc.supervisor_state(served, APP["name"])[1], hc.pool_pid(served, APP["name"])
+    assert pool is not None
     stop, out = "/tmp/stream.stop", "/tmp/stream.json"
     served.check_output(f"rm -f {stop} {out}")
     served.check_output(
@@ -208,9 +211,9 @@ def test_the_role_changes_a_running_container_without_losing_a_request(served, t
         time.sleep(0.5)
     stream = json.loads(served.file(out).content_string)
     assert stream["failed"] == 0 and stream["ok"] > 100, stream
-    assert f"{APP['name']}: graceful reload" in hc.said(first), hc.said(first)[-2500:]
-    # A graceful reload: the same master, the new value, the same backlog.
-    assert hc.supervisor_state(served, APP["name"])[1] == pid
+    assert f"{APP['name']}: a new instance beside the serving one" in hc.said(first), hc.said(first)[-2500:]
+    # A new instance on the pool's socket: the new value, the same backlog.
+    assert hc.supervisor_state(served, APP["name"])[1] != pid and hc.pool_pid(served, APP["name"]) == pool
     assert served.check_output("uwsgiprobe request /run/uwsgi/flaskapp.sock /").endswith("hello from flaskapp-v2")
     hc.check_backlog(served, APP)
     again = hc.ok(play(tmp_path, name, {"uwsgi_target": "container", "uwsgi_apps": apps}))

@@ -36,6 +36,10 @@ def pids():
     return {name: hc.supervisor_state(h, "flaskapp")[1] for name, h in HOSTS.items()}
 
 
+def pools():
+    return {name: hc.pool_pid(h, "flaskapp") for name, h in HOSTS.items()}
+
+
 def backlogs():
     return {name: hc.listen_backlogs(h).get("/srv/sock/flaskapp.sock") for name, h in HOSTS.items()}
 
@@ -83,17 +87,18 @@ def test_baseline_serves_through_the_load_balancer():
     assert len(bodies) >= 2, bodies  # round robin reaches several hosts
 
 
-def test_rolling_restarts_behind_drain_hooks_fail_no_request():
-    """uwsgi_apply_strategy restart stops and starts every app: the hooks drain each host first."""
-    before = pids()
+def test_rolling_new_instances_behind_drain_hooks_fail_no_request():
+    """A new worker count is a new instance beside the serving one on every host, batch by batch, with the
+    hooks around each host; the pool that holds each socket stays."""
+    before, held = pids(), pools()
     with Stream() as stream:
-        run, seconds = rollout("-e", "uwsgi_listen=1536", "-e", "uwsgi_rollout_serial=1",
-                               "-e", "uwsgi_apply_strategy=restart")
+        run, seconds = rollout("-e", "uwsgi_listen=1536", "-e", "uwsgi_rollout_serial=1", "-e", "uwsgi_processes=3")
     assert run.returncode == 0, hc.said(run)[-3000:]
     stream.check()
     assert set(backlogs().values()) == {1536}
     after = pids()
-    assert all(after[h] != before[h] for h in FLEET), (before, after)  # a real restart everywhere
+    assert all(after[h] != before[h] for h in FLEET), (before, after)  # a new instance everywhere
+    assert None not in held.values() and pools() == held, (held, pools())
     # Five batches of one host each, in inventory order.
     batches = [line for line in run.stdout.splitlines() if line.startswith("PLAY [")]
     assert len(batches) == 5, batches
@@ -101,10 +106,11 @@ def test_rolling_restarts_behind_drain_hooks_fail_no_request():
 
 
 def test_rolling_listen_change_without_hooks_fails_no_request():
-    """The default, graceful path needs no drain: a new backlog on the open socket and a graceful reload."""
+    """A new backlog needs no drain: it goes to the pool's open socket, and no instance is replaced."""
     before = pids()
     with Stream() as stream:
-        run, seconds = rollout("-e", "uwsgi_listen=2048", "-e", "uwsgi_rollout_serial=2", hooks=False)
+        run, seconds = rollout("-e", "uwsgi_listen=2048", "-e", "uwsgi_rollout_serial=2", "-e", "uwsgi_processes=3",
+                               hooks=False)
     assert run.returncode == 0, hc.said(run)[-3000:]
     stream.check()
     assert set(backlogs().values()) == {2048}
@@ -134,7 +140,7 @@ def test_fault_stops_the_rollout_and_the_others_keep_serving():
     # Every host of a batch is tried before any writes: fleet-4, which shared the
     # failed batch, was not touched either (its files too are as they were).
     assert seen["fleet-4"] == 2048 and after["fleet-4"] == before["fleet-4"], (seen, before, after)
-    assert "listen = 2048" in HOSTS["fleet-4"].file("/etc/uwsgi/supervisor/flaskapp.ini").content_string
+    assert "listen = 2048" in HOSTS["fleet-4"].file("/etc/uwsgi/supervisor/flaskapp.socket.ini").content_string
     recap = "\n".join(line for line in run.stdout.splitlines() if line.startswith(("PLAY", "fleet-", "TASK [Take")))
     assert "fleet-5" not in run.stdout, recap
     assert seen["fleet-5"] == 2048 and after["fleet-5"] == before["fleet-5"], (seen, before, after, recap)
@@ -208,7 +214,7 @@ def test_a_deploy_rolls_a_new_build_across_the_fleet(tmp_path):
         second = deploy("v2", 2, tmp_path)
     assert first.returncode == 0, hc.said(first)[-3000:]
     assert second.returncode == 0, hc.said(second)[-3000:]
-    assert "flaskapp: chain reload, one worker at a time while the others serve (its revision is" in hc.said(second)
+    assert "flaskapp: a new instance beside the serving one (its revision is" in hc.said(second)
     stream.check()
     assert set(served_builds().values()) == {"v2"}, served_builds()
 
@@ -227,7 +233,7 @@ def test_a_broken_build_stops_the_deploy_at_its_host(tmp_path):
     stream.check()
     builds = served_builds()
     assert builds["fleet-1"] == builds["fleet-2"] == "v3", builds
-    # The broken host serves the build it had, from the same master, and its link points at it again.
+    # The broken host serves the build it had, from the same instance, and its link points at it again.
     assert builds["fleet-3"] == "v2" and pids()["fleet-3"] == before["fleet-3"], builds
     assert HOSTS["fleet-3"].file("/srv/app/current").linked_to == "/srv/app/releases/v2"
     # fleet-4 shared the failed batch; the later batch was not touched.

@@ -146,7 +146,7 @@ def test_a_route_option_works_in_the_pip_build(host):
     says it lacks routing support."""
     out = host.run(f"uwsgiprobe request {ROUTED['socket']} /routed --protocol {ROUTED['protocol']}").stdout
     assert out.splitlines()[0].split()[1] == "204", out
-    log = host.file(f"/var/log/supervisor/{ROUTED['name']}.log").content_string
+    log = host.file(hc.app_log(host, ROUTED["name"])).content_string
     assert "no internal routing support" not in log
     assert "libpcre2-8.so" in host.check_output(f"ldd {venv_of(ROUTED)}/bin/uwsgi")
 
@@ -176,13 +176,17 @@ def test_a_package_change_reloads_the_apps_and_a_pip_error_changes_nothing(host,
         assert "pip could not install" in output and "conflicting dependencies" in output, output[-3000:]
         assert host.check_output(files) == before
         assert {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in venv_apps} == pids
-        # Both pins move: installed, and each app of the venv reloads (same master).
+        # Both pins move: installed, and each app of the venv takes them as a new instance (same pool).
+        pools = {a["name"]: hc.pool_pid(host, a["name"]) for a in venv_apps}
         host.check_output("echo flask==3.0.2 > /srv/venvapp/requirements.txt")
         changed = run_with(tmp_path, {"uwsgi_apps": with_apps(venvapp={"packages": ["flask==3.0.2"]})})
-        assert "graceful reload (its packages changed)" in hc.said(changed)
+        said = hc.said(changed)
+        assert "a new instance beside the serving one (its packages changed" in said, said[-3000:]
         for app in venv_apps:
             assert hc.about(host, app)["flask"] == "3.0.2"
-            assert hc.supervisor_state(host, app["name"]) == ("RUNNING", pids[app["name"]])
+            state, pid = hc.supervisor_state(host, app["name"])
+            assert state == "RUNNING" and pid != pids[app["name"]]
+            assert hc.pool_pid(host, app["name"]) == pools[app["name"]] is not None
     finally:
         host.check_output(f"echo {shlex.quote(requirements.strip())} > /srv/venvapp/requirements.txt")
         run_with(tmp_path, {})
