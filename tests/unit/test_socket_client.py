@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import FIXTURES, filters as f, uwsgi_host as h
+from conftest import FIXTURES, filters as f, load, uwsgi_host as h
 from test_decisions import apps, plan, probe
 
 CAPTURED = json.loads((FIXTURES / "bookworm" / "probe-socket-client.json").read_text())
@@ -207,3 +207,25 @@ def test_a_child_that_cannot_take_the_identity_or_hangs_says_so():
     assert h.as_user(bogus, lambda: {"ok": True})["error"].startswith("cannot act as ghost")
     if os.geteuid() == 0:
         assert h.as_user(NOBODY, lambda: time.sleep(5), timeout=0.5) == {"error": "no answer as nobody within 0.5 s"}
+
+
+@pytestmark_root
+def test_the_trial_s_check_path_is_asked_as_the_app_s_user_not_as_root(base):
+    """The trial's socket is in a directory the app's user owns: a link there to a socket only root may
+    open is not followed as root (library/uwsgi_files.py, ask_as_its_user)."""
+    files = load("uwsgi_files_module", "library/uwsgi_files.py")
+    own = os.path.join(base, "trial.sock")
+    server = serving(own, 0o666)
+    root_only = os.path.join(base, "root-only")
+    os.mkdir(root_only, 0o700)
+    guarded = serving(os.path.join(root_only, "a.sock"), 0o600)
+    link = os.path.join(base, "link.sock")
+    os.symlink(os.path.join(root_only, "a.sock"), link)
+    try:
+        check = {"protocol": "uwsgi", "path": "/health", "timeout": 5, "user": NOBODY}
+        assert files.ask_as_its_user(dict(check, socket=own))["status"] == 200
+        refused = files.ask_as_its_user(dict(check, socket=link))
+        assert refused["status"] is None and "Permission denied" in refused["error"], refused
+    finally:
+        server.close()
+        guarded.close()
