@@ -129,9 +129,9 @@ def test_each_change_was_in_effect_right_after_its_run(applied):
 
 @pytest.mark.extended
 def test_a_change_an_interrupted_run_left_in_the_files_is_applied(host, tmp_path):
-    """As a run stopped after its templates leaves it: the ini asks listen 3000,
-    the running master still has 4096. The next run has no file to change."""
-    ini = f"/etc/uwsgi/supervisor/{UNIX_APP['name']}.ini"
+    """As a run stopped after its templates leaves it: the pool's ini asks listen 3000,
+    the socket still has 4096. The next run has no file to change."""
+    ini = f"/etc/uwsgi/supervisor/{UNIX_APP['name']}.socket.ini"
     pid = hc.supervisor_state(host, UNIX_APP["name"])[1]
     host.run_test(f"sed -i 's/^listen = {UNIX_APP['listen']}$/listen = 3000/' {ini}")
     try:
@@ -146,20 +146,21 @@ def test_a_change_an_interrupted_run_left_in_the_files_is_applied(host, tmp_path
 
 
 @pytest.mark.extended
-def test_when_the_live_change_is_refused_the_app_is_restarted_and_the_run_says_why(host, tmp_path):
-    """A master that made itself non-dumpable refuses pidfd_getfd: fall back to a restart.
-    (code_reload graceful: the master imports the app, so the app's prctl is the master's.)"""
-    nodump = {"module": "nodump:app", "code_reload": "graceful"}
+def test_an_app_that_makes_itself_non_dumpable_still_takes_a_new_listen_in_place(host, tmp_path):
+    """A master that made itself non-dumpable refuses pidfd_getfd (1.x's way restarted it): in the
+    beside layout the socket is the pool's, which runs no app code, so the new backlog goes to the
+    open socket and the serving instance stays."""
+    nodump = {"module": "nodump:app"}
     hardened = with_changes(**{UNIX_APP["name"]: nodump})
     try:
         ok(run_with(tmp_path, "nodump", hardened))
         pid = hc.supervisor_state(host, UNIX_APP["name"])[1]
         run = ok(run_with(tmp_path, "nodump-listen", with_changes(**{UNIX_APP["name"]: dict(nodump, listen=3000)})))
         said = hc.said(run)
-        assert "could not be applied to the open socket (permission" in said, said[-3000:]
-        assert "restarting it instead" in said
+        assert f"listen {UNIX_APP['listen']} -> 3000 on the open socket" in said, said[-3000:]
+        assert "restarting it instead" not in said
         hc.check_backlog(host, dict(UNIX_APP, listen=3000))
-        assert hc.supervisor_state(host, UNIX_APP["name"])[1] != pid
+        assert hc.supervisor_state(host, UNIX_APP["name"])[1] == pid
     finally:
         ok(run_with(tmp_path, "nodump-back", BASE_APPS))
     hc.check_backlog(host, UNIX_APP)
@@ -218,9 +219,9 @@ def test_a_change_that_cannot_work_is_refused_before_the_serving_app_is_touched(
 
 
 @pytest.mark.extended
-def test_a_chdir_change_is_a_graceful_reload(host, tmp_path):
+def test_a_chdir_change_is_a_new_instance(host, tmp_path):
     """chdir is uWSGI's alone (the Supervisor program has no directory=): a new
-    release directory is taken by a graceful reload, not a stop and start."""
+    release directory is taken by a new instance on the pool's socket."""
     host.run_test("rm -rf /srv/releases && mkdir -p /srv/releases && cp -a /srv/flaskapp /srv/releases/r2 && "
                   "sed -i 's/hello from/r2 hello from/' /srv/releases/r2/app.py")
     try:
@@ -229,8 +230,9 @@ def test_a_chdir_change_is_a_graceful_reload(host, tmp_path):
         with Load(host, "chdir") as load:
             run = ok(run_with(tmp_path, "chdir-r2", with_changes(**{U: {"chdir": "/srv/releases/r2"}})))
         load.check()
-        assert f"{U}: graceful reload" in hc.said(run), hc.said(run)[-3000:]
-        assert hc.supervisor_state(host, U) == ("RUNNING", pid)
+        assert f"{U}: a new instance beside the serving one" in hc.said(run), hc.said(run)[-3000:]
+        state, now = hc.supervisor_state(host, U)
+        assert state == "RUNNING" and now != pid
         hc.check_request(host, UNIX_APP, f"r2 hello from {U}")
     finally:
         ok(run_with(tmp_path, "chdir-back", BASE_APPS))
@@ -243,7 +245,8 @@ def test_a_crash_looping_app_takes_the_good_config_and_serves(host, tmp_path):
     Supervisor restarts it for ever). A run with the good config makes the app
     serve it, and never rolls back to the broken ini."""
     ini = f"/etc/uwsgi/supervisor/{U}.ini"
-    host.run_test(f"sed -i 's/^module = app:app$/module = slowfail:app/' {ini} && supervisorctl restart {U}")
+    serving = hc.supervisor_entry(host, U).get("program", U)
+    host.run_test(f"sed -i 's/^module = app:app$/module = slowfail:app/' {ini} && supervisorctl restart {serving}")
     try:
         time.sleep(6)
         assert hc.supervisor_state(host, U)[0] in ("STARTING", "RUNNING", "BACKOFF")
@@ -269,7 +272,7 @@ def test_two_runs_at_once_take_turns_and_the_last_backlog_is_in_effect(host, tmp
             second = pool.submit(run_with, tmp_path, "at-once-b", with_changes(**{U: {"listen": 2500}}))
             ok(first.result(timeout=600))
             ok(second.result(timeout=600))
-        ini = host.file(f"/etc/uwsgi/supervisor/{U}.ini").content_string
+        ini = host.file(f"/etc/uwsgi/supervisor/{U}.socket.ini").content_string
         assert "listen = 2500" in ini
         hc.check_backlog(host, dict(UNIX_APP, listen=2500))
         assert not host.run("ls /etc/uwsgi/supervisor/ /etc/supervisor/conf.d/ | grep '~$'").stdout.strip()
@@ -285,10 +288,11 @@ def test_a_program_written_but_never_loaded_is_loaded_by_the_next_run(host, tmp_
            "environment": {"APP_NAME": "lateapp"}}
     try:
         ok(run_with(tmp_path, "late-first", BASE_APPS + [new]))
-        host.run_test("supervisorctl stop lateapp && supervisorctl remove lateapp")
+        programs = "lateapp.a lateapp.b lateapp.socket"
+        host.run_test(f"supervisorctl stop {programs} && supervisorctl remove {programs}")
         assert hc.supervisor_state(host, "lateapp")[0] == "missing"
         run = ok(run_with(tmp_path, "late-again", BASE_APPS + [new]))
-        assert "lateapp: start (its Supervisor program was written but never loaded)" in hc.said(run)
+        assert "lateapp: start its socket's pool and its first instance" in hc.said(run), hc.said(run)[-3000:]
         hc.check_backlog(host, dict(new, socket="/run/uwsgi/lateapp.sock"))
         assert "hello from lateapp" in host.check_output("uwsgiprobe request /run/uwsgi/lateapp.sock /")
     finally:

@@ -43,8 +43,9 @@ def restore(host, tmp_path, *absent):
 
 
 def programs(host):
-    """The apps' programs under Supervisor (the role's listen-queue sampler aside)."""
-    return set(hc.parsers.parse_supervisor_status(host.run("supervisorctl status").stdout)) - {"uwsgi-sampler"}
+    """The apps under Supervisor (the role's listen-queue sampler aside): a beside app by its own name."""
+    names = set(hc.parsers.parse_supervisor_status(host.run("supervisorctl status").stdout)) - {"uwsgi-sampler"}
+    return {name for name in names if hc.parsers.slot_app(name) is None}
 
 
 @pytest.mark.extended
