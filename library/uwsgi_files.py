@@ -315,7 +315,8 @@ def try_apps(module, trials, contents, result):
                 result["trials"].append({"name": spec["name"], "ok": seen["ok"], "because": why,
                                          "why": seen["why"], "seconds": round(seconds, 1), "lines": seen["lines"]})
                 if not seen["ok"]:
-                    failed = "did not answer" if answer is not None and "the app loaded" in seen["why"] else "did not load"
+                    # An answer comes only from a trial that loaded.
+                    failed = "did not load" if answer is None else "did not answer"
                     failures.append("app %s (%s) was tried aside with its new config, as %s, and %s: %s. "
                                     "uWSGI said: %s." % (spec["name"], why, spec["uid"], failed, seen["why"],
                                                          " | ".join(seen["lines"]) or "(nothing)"))

@@ -86,20 +86,12 @@ def trial_ini(ini_text, env_path, socket_path, home=None, serve=False):
             out.append("; left out of the trial: %s" % trial_key(match.group(1)))
         else:
             out.append(line)
-    if serve:
-        out += [
-            "; the trial: a private socket, the app loaded once in the master, one request on its check_path",
-            "socket = %s" % socket_path,
-            "protocol = uwsgi",
-            "hook-post-app = print:%s" % MARKER,
-        ]
-    else:
-        out += [
-            "; the trial: a private socket, the app loaded once in the master, then exit",
-            "socket = %s" % socket_path,
-            "hook-post-app = print:%s" % MARKER,
-            "hook-post-app = exit:%d" % EXIT_LOADED,
-        ]
+    out += [
+        "; the trial: a private socket, the app loaded once in the master, then %s"
+        % ("one request on its check_path" if serve else "exit"),
+        "socket = %s" % socket_path,
+    ] + (["protocol = uwsgi"] if serve else []) + ["hook-post-app = print:%s" % MARKER] + (
+        [] if serve else ["hook-post-app = exit:%d" % EXIT_LOADED])
     return "\n".join(out) + "\n"
 
 
