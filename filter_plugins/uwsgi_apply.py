@@ -246,15 +246,19 @@ def _beside_plan(plan, app, changed, probe, code):
         plan["listen"].append({"name": name, "socket": app["socket"], "backlog": app["listen"], "pid": pool["pid"],
                                "uid": app["uid"], "gid": app["gid"], "was": backlog})
         plan["why"].append("%s: listen %s -> %d on the open socket" % (name, backlog, app["listen"]))
+    # Its 1.x program is loaded under its name: the switch moves it into the layout (adopt_steps).
+    adopt = entry is not None and "slot" not in entry
+    new_user = not adopt and entry is not None and record.get("user") not in (None, app["uid"])
+    # The pool listens, but the file at the path is gone or another's: clients cannot reach it.
+    lost = _lost_socket(app, probe, pool) if not adopt and entry is not None and not new_user and not moved else None
     reasons = [] if entry is None else _beside_reasons(app, changed, probe, code) + (
         ["its socket moved: its pool binds the new one"] if moved else []) + (
         ["its user is now %s: a new pool binds %s%s as that user, then takes the path" % (
-            app["uid"], app["socket"], host.STAGED_SUFFIX)] if record.get("user") not in (None, app["uid"])
-        and entry is not None and "slot" in entry else [])
-    # Its 1.x program is loaded under its name: the switch moves it into the layout (adopt_steps).
-    adopt = entry is not None and "slot" not in entry
-    # A new user for a serving pool: a new pool binds beside the path as that user (switch_steps).
-    rebind = not adopt and entry is not None and record.get("user") not in (None, app["uid"])
+            app["uid"], app["socket"], host.STAGED_SUFFIX)] if new_user else []) + (
+        ["%s: its pool binds %s%s again, then takes the path" % (lost, app["socket"], host.STAGED_SUFFIX)]
+        if lost else [])
+    # A new user, or a lost socket: a new pool binds beside the path (switch_steps).
+    rebind = new_user or bool(lost)
     if entry is None or reasons or adopt:
         plan["switch"].append({"name": name, "children": 1 if any(str(k).startswith("cheaper") for k in app.get(
             "options") or {}) else app["processes"] + _input.uwsgi_other_children(app), "timeout": app["ready_timeout"],
@@ -262,6 +266,15 @@ def _beside_plan(plan, app, changed, probe, code):
             "adopt": adopt, "uid": app["uid"], "gid": app["gid"], "stage_mark": app["stage_mark"], "rebind": rebind,
             "socket": None if moved else app["socket"]})
         plan["why"].append("%s: %s" % (name, _beside_why(app, entry, adopt, moved, reasons)))
+
+
+def _lost_socket(app, probe, pool):
+    """Why a running pool's unix socket no longer serves its path (the file
+    was deleted or replaced), else None."""
+    if app["socket_kind"] != "unix" or pool.get("state") != "RUNNING":
+        return None
+    listener, wrong = _socket_in_effect(app, probe)
+    return wrong if listener else None
 
 
 def _beside_why(app, entry, adopt, moved, reasons):

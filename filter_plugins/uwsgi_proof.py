@@ -64,7 +64,10 @@ def uwsgi_proof(apps, probe, users=None, switched=None):
         if check is not None and not problems and not (check["status"] and 200 <= check["status"] < 400):
             problems.append("GET %s answered %s" % (app["check_path"], check["status"] or check["error"]))
         ok = not problems
-        verdicts.append({
+        # A failed new instance's own log is what the rollback report quotes.
+        evidence = {"log": switch.get("log") or [], "log_program": switch["log_program"]} if (
+            switch and not switch["ok"] and switch.get("log_program")) else {}
+        verdicts.append(dict(evidence, **{
             "name": name, "ok": ok, "listen": app["listen"], "socket": app["socket"], "revision": app.get("revision"),
             "supervisor": state.get("line", "no such program"), "backlog": backlog,
             "message": ("app %s: RUNNING, backlog %d on %s, %d workers%s" % (
@@ -73,7 +76,7 @@ def uwsgi_proof(apps, probe, users=None, switched=None):
                                             if check.get("as") else "") if check else "")) if ok else (
                 "app %s: expected RUNNING with a listen backlog of %d on %s and %d workers; %s"
                 % (name, app["listen"], app["socket"], app["processes"], "; ".join(problems))),
-        })
+        }))
     return verdicts
 
 
@@ -243,6 +246,16 @@ def uwsgi_rollback_files(apps, failed, changed_files, backups, paths, previous, 
             "programs": sorted({r["name"] for r in restore if r["kind"] == "program"})}
 
 
+def _failed_start(text):
+    """The last lines of an app's log; of an app Supervisor started again
+    after it gave up, those of the attempt that failed."""
+    cut = text.rfind("GAME OVER")
+    if cut >= 0:
+        end = text.find("\n", cut)
+        text = text[:end if end >= 0 else len(text)]
+    return host.log_tail(text, 15)
+
+
 def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir, unserved=None, code=None):
     """One line per failed app: what the proof saw, what the rollback did and
     the app's own log lines from this run's failed start. `code`: the apps
@@ -266,16 +279,10 @@ def uwsgi_rollback_report(failed, restored, new, status, logs, log_dir, unserved
                     "its record keeps the revision it last took, so the next run reloads it again" % code[name])
         else:
             done = "its files did not change in this run, so there was nothing to restore"
-        text = logs.get(name, "")
-        # An app Supervisor started again after it gave up: show the attempt that failed.
-        cut = text.rfind("GAME OVER")
-        if cut >= 0:
-            end = text.find("\n", cut)
-            text = text[:end if end >= 0 else len(text)]
-        tail = host.log_tail(text, 15)
+        tail = verdict["log"][-15:] if "log_program" in verdict else _failed_start(logs.get(name, ""))
         lines.append("%s; %s. Its log (%s/%s.log) during this run: %s" % (
             verdict["message"].replace("app %s: expected" % name, "app %s failed the proof: expected" % name),
-            done, log_dir, name, " | ".join(tail) if tail else "(nothing new)"))
+            done, log_dir, verdict.get("log_program", name), " | ".join(tail) if tail else "(nothing new)"))
     return lines
 
 

@@ -133,7 +133,10 @@ def switch_steps(item, programs):
         # the idle instance, as that user too, has loaded; the serving one drains the old socket.
         steps = [s for s in steps if s[1] != [pool] and s[1] != pool] + [("stage", pool)]
         steps += [("update", [idle]), ("start", idle), ("wait", idle), ("rename", pool), ("drain", name)]
-        steps += [("stop", serving), ("update", [serving])]
+        steps.append(("stop", serving))
+        if not item.get("update"):
+            return steps  # the same programs (a lost socket): the idle instance serves on
+        steps.append(("update", [serving]))
         return steps + ([("wait", first), ("stop", second)] if serving == first else [])
     if not item.get("update"):
         # The idle instance starts on its program as the file says (a no-op when Supervisor has it already).
@@ -187,11 +190,11 @@ class Switch:
             pid = entry.get("pid") if entry.get("state") == "RUNNING" else None
             first_pid = first_pid or pid
             if pid and pid != first_pid:
-                return "its master exited after it started, and Supervisor started it again"
+                return "its app did not load: its master exited after it started, and Supervisor started it again"
             if pid and children(pid) >= int(item.get("children") or 1):
                 return None
             if entry.get("state") == "FATAL" or (entry.get("state") in GONE and first_pid):
-                return "Supervisor says %s" % entry.get("state")
+                return "its app did not load: Supervisor says %s" % entry.get("state")
             if time.monotonic() > deadline:
                 return "its app was not loaded with its workers within %s s (Supervisor says %s)" % (
                     item.get("timeout"), entry.get("state", "not loaded"))
@@ -223,11 +226,16 @@ class Switch:
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) if tcp else None
         try:
             os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
-            state = self.status().get(pool, {}).get("state")
+            before = self.status().get(pool, {})
             # A new user's pool program is changed: `update` stops the old pool (its instance
             # serves on, on the descriptor it holds) and starts the new one.
-            verb = "update" if state is None or item.get("rebind") else "start"
+            verb = "update" if before.get("state") is None or item.get("rebind") else "start"
             rc, out = self.run(verb, pool)
+            if rc == 0 and item.get("rebind") and before.get("pid") and self.status().get(pool, {}).get(
+                    "pid") == before["pid"]:
+                # Its program is the same (a lost socket): the pool binds again on a restart.
+                verb = "restart"
+                rc, out = self.run(verb, pool)
             if rc != 0 and "already started" not in out:
                 return "supervisorctl %s %s: %s" % (verb, pool, out[-500:])
             deadline = time.monotonic() + 30
@@ -326,6 +334,14 @@ class Switch:
         self.drain(item)
         return None
 
+    def failed(self, result, item, program, why, offset):
+        """A step that failed: the instance it started is stopped, and the
+        result keeps why, with that program's log since the switch began."""
+        if program in (item["name"] + ".a", item["name"] + ".b"):
+            self.run("stop", program)
+        text = read_log(os.path.join(self.log_dir, program + ".log"), offset, limit=65536)[0].decode("utf-8", "replace")
+        result.update(ok=False, why=why, log=log_tail(text), log_program=program)
+
     def switch(self, item):
         started = time.monotonic()
         programs = self.status()
@@ -344,15 +360,11 @@ class Switch:
                     break
                 continue
             if action == "wait":
-                offset = offsets.get(what, 0)
                 why = self.wait(what, item)
                 if why:
-                    self.run("stop", what)
+                    self.failed(result, item, what, "%s: %s" % (what, why), offsets.get(what, 0))
                     if before and "slot" not in before and item.get("socket") and not renamed:
                         self.undo_stage(item)
-                    text = read_log(os.path.join(self.log_dir, what + ".log"), offset,
-                                    limit=65536)[0].decode("utf-8", "replace")
-                    result.update(ok=False, why="%s: %s" % (what, why), log=log_tail(text))
                     break
                 result["to"] = what
                 continue
@@ -362,7 +374,9 @@ class Switch:
             rc, out = self.run(*argv)
             # `start` of an instance that `update` started already says so; `stop` of a stopped one too.
             if rc != 0 and action != "stop" and "already started" not in out:
-                result.update(ok=False, why="supervisorctl %s: %s" % (" ".join(argv), out[-500:]))
+                # A spawn error: the instance exited at once, and its log says why.
+                self.failed(result, item, argv[-1], "supervisorctl %s: %s" % (" ".join(argv), out[-500:]),
+                            offsets.get(argv[-1], 0))
                 break
         result["seconds"] = round(time.monotonic() - started, 1)
         return result

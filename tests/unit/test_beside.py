@@ -225,6 +225,27 @@ def test_a_new_user_binds_a_new_pool_beside_the_path_before_the_name_moves():
         ("wait", "zapp.a"), ("stop", "zapp.b")]
 
 
+@pytest.mark.parametrize("found, why", [
+    ({"exists": False}, "its socket file /run/uwsgi/zapp.sock is gone"),
+    ({"exists": True, "ino": 99, "dev": 2049, "uid": 33}, "is not the socket its master listens on"),
+])
+def test_a_pool_whose_socket_file_was_lost_binds_again_beside_the_path(found, why):
+    probe = beside_probe()
+    probe["managed"]["zapp"].update(sockets=["/run/uwsgi/zapp.sock"])
+    probe["listeners"] = [{"kind": "unix", "local": "/run/uwsgi/zapp.sock", "queue": 0, "backlog": 1024,
+                           "vfs": {"ino": 12, "dev": 2049}}]
+    probe["socket_files"] = {"/run/uwsgi/zapp.sock": found}
+    result = plan(probe, socket="/run/uwsgi/zapp.sock")
+    assert [(i["rebind"], i["socket"]) for i in result["switch"]] == [(True, "/run/uwsgi/zapp.sock")]
+    assert why in result["why"][0] and "its pool binds /run/uwsgi/zapp.sock.new again" in result["why"][0]
+    assert steps(STATUS, rebind=True, socket="/run/uwsgi/zapp.sock") == [
+        ("stage", "zapp.socket"), ("update", ["zapp.b"]), ("start", "zapp.b"), ("wait", "zapp.b"),
+        ("rename", "zapp.socket"), ("drain", "zapp"), ("stop", "zapp.a")]
+    # The file at the path is the pool's: nothing to do.
+    probe["socket_files"] = {"/run/uwsgi/zapp.sock": {"exists": True, "ino": 12, "dev": 2049, "uid": 33}}
+    assert plan(probe, socket="/run/uwsgi/zapp.sock")["switch"] == []
+
+
 def test_a_pool_ini_that_may_bind_beside_its_path_names_one_socket():
     ini = (ROOT / "templates" / "etc" / "uwsgi" / "pool.ini.j2").read_text()
     assert "if-exists = {{ item.stage_mark }}" in ini
@@ -246,3 +267,15 @@ def test_ss_extended_gives_a_tcp_listeners_inode():
     found = h.parse_ss_listeners((FIXTURES / "bookworm" / "ss-tcp-extended.txt").read_text())
     assert {x["port"]: (x["uid"], x["backlog"]) for x in found} == {8005: (33, 1000), 8001: (33, 2048)}
     assert all(x["inode"] > 0 for x in found)
+
+
+def test_a_new_instance_that_did_not_serve_is_reported_with_its_own_log():
+    probe = beside_probe()
+    switched = [{"name": "zapp", "ok": False, "from": "zapp.a", "log_program": "zapp.b",
+                 "why": "zapp.b: supervisorctl start zapp.b: zapp.b: ERROR (spawn error)",
+                 "log": ["[strict-mode] unknown config directive: no-such-option"]}]
+    verdicts = f.uwsgi_proof(f.uwsgi_public(f.uwsgi_normalize([ZAPP], SETTINGS)), probe, None, switched)
+    assert not verdicts[0]["ok"] and "its new instance did not serve" in verdicts[0]["message"]
+    line = f.uwsgi_rollback_report(verdicts, ["zapp"], [], {}, {"zapp": ""}, "/var/log/supervisor")[0]
+    assert ("Its log (/var/log/supervisor/zapp.b.log) during this run: "
+            "[strict-mode] unknown config directive: no-such-option") in line

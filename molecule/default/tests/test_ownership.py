@@ -184,8 +184,8 @@ def test_uid_and_gid_change_apply_and_roll_back(host, tmp_path):
         assert f"d {SOCKET_DIR} 1775 root webapps -" in host.file(TMPFILES).content_string
         hc.check_request(host, UNIX_APP, f"hello from {UNIX_APP['name']}")
     finally:
-        restore(host, tmp_path)
         host.run("gpasswd -d www-data webapps")
+        restore(host, tmp_path)
     sock = host.file(UNIX_APP["socket"])
     assert (sock.user, sock.group) == ("www-data", "www-data")
     assert host.file(SOCKET_DIR).group == "www-data"
