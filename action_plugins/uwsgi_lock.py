@@ -74,9 +74,10 @@ class ActionModule(ActionBase):
                                          module_args=dict(module_args, wait=0))
             holder = first.get("holder") or {}
             if not first.get("failed"):
-                result.update(first)
+                result.update(first, run_id=me["id"])
                 return result
             if holder.get("id") and is_dead(holder):
                 module_args["stale"] = holder["id"]
         result.update(self._execute_module(module_name="uwsgi_lock", module_args=module_args, task_vars=task_vars))
+        result["run_id"] = me["id"]
         return result

@@ -355,7 +355,7 @@ def uwsgi_host_plan(apps, probe, settings):
             "programs": programs,
             "program_file": record.get("program_file") or "%s/%s.conf" % (settings["supervisor_conf_dir"], name),
             "files": ["%s/%s.%s" % (settings["config_dir"], name, kind)
-                      for kind in ("ini", "env.ini", "reload", "socket.ini")]
+                      for kind in ("env.ini", "ini", "reload", "socket.ini")]
                      + sockets
                      + (["%s/%s" % (settings["zerg_dir"], name)] if record.get("beside") else [])
                      + ["%s/%s.log%s" % (settings["log_dir"], program, suffix) for program in programs
@@ -490,6 +490,8 @@ def uwsgi_preflight_errors(plan, probe, ctx):
             "any file. Make it root's alone (chown root:root, no group or other write, on it and the directories "
             "above it), or choose another directory, such as the default /var/log/supervisor."
             % (ctx.get("log_dir", "the log directory"), probe["log_dir_writable_by"]))
+    for path, why in sorted((probe.get("write_problems") or {}).items()):
+        errors.append("the run writes to %s, but %s: make room or make it writable, and run again." % (path, why))
     if target == "host" and ctx.get("install_packages") and probe.get("systemd") is False:
         errors.append(
             "no systemd runs on %s, so nothing would keep Supervisor running. Nothing was changed. In a container "

@@ -77,6 +77,10 @@ trials:
   description: Each app tried aside (name, ok, why, seconds, lines), in check mode each that would be.
   returned: always
   type: list
+swept:
+  description: The trial directories a killed run left, removed with what their trials still ran.
+  returned: when not in check mode
+  type: list
 """
 
 import grp
@@ -84,6 +88,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import signal
 import tempfile
 import time
 
@@ -106,8 +111,8 @@ except ImportError:  # pragma: no cover - outside Ansible's module packaging
         sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
         _spec.loader.exec_module(sys.modules[_spec.name])
 
-from ansible.module_utils.uwsgi_host import NOT_REGULAR, as_user, check_request, read_untrusted
-from ansible.module_utils.uwsgi_trial import run_all, trial_ini, verdict
+from ansible.module_utils.uwsgi_host import NOT_REGULAR, as_user, check_request, marked_processes, read_untrusted
+from ansible.module_utils.uwsgi_trial import TRIAL_MARKER, run_all, trial_ini, verdict
 
 
 # A file the role reads to compare is read up to this size (an environment
@@ -118,6 +123,35 @@ READ_LIMIT = 4 * 1024 * 1024
 # for an app without environment (templates/etc/uwsgi/app.env.ini.j2), with an
 # option in its section, since uWSGI warns about a section that sets nothing.
 EMPTY_ENV = b"[uwsgi]\nset-placeholder = uwsgi_role_empty=\n"
+
+
+# Trials run in a directory of their own under /run (only root writes there).
+RUN_DIR = "/run"
+TRIAL_PREFIX = "uwsgi-trial."
+
+
+def sweep_dead_trials(run_dir=RUN_DIR):
+    """What a killed run's trials left: their directories (each holds a copy
+    of an app's environment) and whatever they still run. A run sweeps only
+    while it holds the host's lock, and its own trials are gone by the time
+    it writes: any found are a dead run's. The paths removed. (Its backups
+    go in remove.yml, from the probe's list.)"""
+    swept = []
+    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
+        path = os.path.join(run_dir, name)
+        if not name.startswith(TRIAL_PREFIX):
+            continue
+        for process in marked_processes(TRIAL_MARKER, path):
+            try:
+                os.kill(process["pid"], signal.SIGKILL)
+            except OSError:
+                pass
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)  # fd-based: never follows a link inside
+        else:
+            os.unlink(path)
+        swept.append(path)
+    return swept
 
 
 def read_bytes(path):
@@ -245,7 +279,7 @@ def prepare_trial(spec, contents):
     a copy of the new environment file; the argv that starts uWSGI on it."""
     uid = _numeric(spec["uid"], pwd.getpwnam, "pw_uid")
     gid = _numeric(spec["gid"], grp.getgrnam, "gr_gid")
-    directory = tempfile.mkdtemp(prefix="uwsgi-trial.", dir="/run" if os.path.isdir("/run") else None)
+    directory = tempfile.mkdtemp(prefix=TRIAL_PREFIX, dir=RUN_DIR if os.path.isdir(RUN_DIR) else None)
     ini = contents.get(spec["ini"])
     env = contents.get(spec["env"])
     if ini is None:
@@ -260,7 +294,7 @@ def prepare_trial(spec, contents):
     os.chown(directory, uid, gid)
     argv = [spec["setpriv"], "--reuid=%s" % spec["uid"], "--regid=%s" % spec["gid"], "--init-groups", "--",
             spec["binary"], "--ini", ini_path]
-    trial = {"argv": argv, "timeout": int(spec.get("timeout") or 60)}
+    trial = {"argv": argv, "timeout": int(spec.get("timeout") or 60), "marker": directory}
     if spec.get("check_path"):
         # Asked as the app's user: root never connects to a path in a directory that user owns.
         try:
@@ -376,6 +410,8 @@ def main():
         module.fail_json(msg="secret_contents must hold one content for each of secret_files")
     contents = {spec["path"]: to_bytes(spec["content"]) for spec in module.params["files"]}
     contents.update({spec["path"]: to_bytes(content) for spec, content in zip(module.params["secret_files"], secrets)})
+    if not module.check_mode:
+        result["swept"] = sweep_dead_trials()
     try_apps(module, module.params["trials"], contents, result)
     write = module.params["write"]
     if not write:
@@ -395,7 +431,7 @@ def main():
     diff = result.pop("diff")
     if module._diff and diff and write:  # pylint: disable=protected-access
         result["diff"] = diff
-    module.exit_json(changed=bool(result["changed_files"]) and write, **result)
+    module.exit_json(changed=bool(result["changed_files"]) and write or bool(result.get("swept")), **result)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ description:
   - O(state=acquired) takes the lock for O(holder), waiting up to O(wait) seconds while another
     run holds it, and fails naming that run (its controller, PID and start time) when it is still
     held. A holder whose run is known to be dead (O(stale)) or older than O(stale_after) seconds
-    is taken over, and the result says so.
+    is taken over, and the result says so, unless a process that run started still runs on the
+    host (it carries C(BACKLOGOPS_UWSGI_RUN) set to the holder's id), which is waited for.
   - O(state=released) gives the lock back when O(holder) holds it.
   - O(state=read) only reports the holder. The file is never followed through a symlink.
 options:
@@ -59,7 +60,7 @@ except ImportError:  # pragma: no cover - outside Ansible's module packaging
         sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
         _spec.loader.exec_module(sys.modules[_spec.name])
 
-from ansible.module_utils.uwsgi_host import lock_decision, untrusted_by
+from ansible.module_utils.uwsgi_host import lock_decision, marked_processes, untrusted_by
 
 NOT_ROOT = ("this run is not root on the host (uid %d): the role writes system files and starts programs "
             "as their users, so it needs root. Set `become: true` on the play (or connect as root). Nothing "
@@ -67,6 +68,14 @@ NOT_ROOT = ("this run is not root on the host (uid %d): the role writes system f
 UNTRUSTED = ("the role's lock %s is not root's alone (%s): something other than the role made it. Find out what "
              "did, remove it, and run again; nothing was changed.")
 HOLDER_LIMIT = 65536
+# Every task of a run that holds the lock sets this to the run's id (the
+# role's `environment`): its modules and the commands they start carry it.
+RUN_MARKER = "BACKLOGOPS_UWSGI_RUN"
+
+
+def run_processes(run_id):
+    """The processes on this host that run `run_id` started: [{pid, command}]."""
+    return marked_processes(RUN_MARKER, run_id)
 
 
 def read_holder(fd):
@@ -148,7 +157,9 @@ def decide(module, fd, p):
             write_holder(fd, {})
         module.exit_json(changed=mine, holder=current, taken_over="")
     clock = host_clock()
-    decision = lock_decision(current, p["holder"], time.time(), p["stale_after"], p["stale"], clock)
+    # A dead run's commands may still change the host: its lock is not taken from them.
+    working = run_processes(current["id"]) if current.get("id") and current["id"] != p["holder"].get("id") else []
+    decision = lock_decision(current, p["holder"], time.time(), p["stale_after"], p["stale"], clock, working)
     if decision["take"]:
         write_holder(fd, dict(p["holder"], taken=time.time(), **clock))
         module.exit_json(changed=True, holder=current, taken_over=decision["why"])

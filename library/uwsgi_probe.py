@@ -55,6 +55,11 @@ options:
   textfile_record:
     type: path
     description: The role's record (JSON) of the textfile directory's group and mode before the role changed them.
+  write_dirs:
+    type: list
+    elements: path
+    default: []
+    description: Directories the run writes to; each that is read-only, full or not writable is reported.
   socket_files:
     type: list
     elements: path
@@ -165,6 +170,32 @@ def socket_file(path):
         return {"exists": False}
     return {"exists": True, "is_socket": stat.S_ISSOCK(st.st_mode), "ino": st.st_ino, "uid": st.st_uid,
             "dev": ss_device(st.st_dev)}
+
+
+# A directory the run writes to needs at least this much room: its files are
+# small, but a log that cannot grow hides why an app does not start.
+FREE_MIN = 1024 * 1024
+
+
+def write_problem(path):
+    """Why a run could not write in directory `path` (or, when it does not
+    exist yet, in the directory it would be made in): a read-only or full
+    file system, or no write for root; None when it can."""
+    here = path
+    while not os.path.isdir(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    try:
+        st = os.statvfs(here)
+    except OSError as exc:
+        return "%s: %s" % (here, exc.strerror)
+    if st.f_flag & os.ST_RDONLY:
+        return "%s is on a read-only file system" % here
+    if st.f_bavail * st.f_frsize < FREE_MIN or st.f_favail == 0:
+        return "the file system of %s is full (%d kB free, %d inodes)" % (
+            here, st.f_bavail * st.f_frsize // 1024, st.f_favail)
+    if not os.access(here, os.W_OK):
+        return "%s is not writable, even by root (immutable?)" % here
+    return None
 
 
 def client_request(check, client):
@@ -548,6 +579,7 @@ def main():
             "requirements": {"type": "list", "elements": "path", "default": []},
             "textfile": {"type": "path"},
             "paths": {"type": "list", "elements": "str", "default": []},
+            "write_dirs": {"type": "list", "elements": "path", "default": []},
             "socket_files": {"type": "list", "elements": "path", "default": []},
             "binary": {"type": "path"},
             "textfile_record": {"type": "path"},
@@ -696,6 +728,7 @@ def main():
         "textfile_record": applied_record(p["textfile_record"]) if p["textfile_record"] else {},
         # Whether anything matches each glob (a trailing / matches directories only).
         "paths": {pattern: bool(glob.glob(pattern)) for pattern in p["paths"]},
+        "write_problems": {path: why for path, why in ((d, write_problem(d)) for d in p["write_dirs"]) if why},
     }
     if p["textfile"]:
         text = read(p["textfile"])

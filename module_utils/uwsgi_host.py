@@ -658,16 +658,20 @@ def lock_age(current, now, clock=None):
     return now - float(taken), ""
 
 
-def lock_decision(current, me, now, stale_after, stale_id=None, clock=None):
+def lock_decision(current, me, now, stale_after, stale_id=None, clock=None, working=None):
     """Whether this run (`me`) takes the host's lock from its `current`
     holder: {take, why (a takeover's reason), who (the holder, when it
     waits)}. Free, or its own, it takes it; it takes it over from a run its
     controller knows to be dead (stale_id), one from before the host's last
     boot or dated in the future, or one that took it more than stale_after
-    seconds ago; otherwise it waits."""
+    seconds ago, unless processes that run started still run on the host
+    (`working`: [{pid, command}]); otherwise it waits."""
     if not current.get("id") or current.get("id") == me.get("id"):
         return {"take": True, "why": "", "who": ""}
     who = lock_holder_text(current)
+    if working:
+        return {"take": False, "why": "", "who": "%s; its commands still run on this host: %s" % (
+            who, ", ".join("PID %d (%s)" % (w["pid"], w["command"]) for w in working[:3]))}
     if stale_id and current.get("id") == stale_id:
         return {"take": True, "why": "the run that held it is dead (%s)" % who, "who": who}
     age, untrusted = lock_age(current, now, clock)
@@ -676,6 +680,30 @@ def lock_decision(current, me, now, stale_after, stale_id=None, clock=None):
     if age is not None and age > stale_after:
         return {"take": True, "why": "it was held for more than %d s (%s)" % (stale_after, who), "who": who}
     return {"take": False, "why": "", "who": who}
+
+
+ENVIRON_LIMIT = 1 << 20
+
+
+def marked_processes(name, value, proc="/proc"):
+    """The processes whose environment sets `name` to `value` (a run's or a
+    trial's marker, inherited by whatever they start): [{pid, command}],
+    this process aside."""
+    marker = ("%s=%s" % (name, value)).encode()
+    found = []
+    for entry in os.listdir(proc):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "environ"), "rb") as handle:
+                if marker not in handle.read(ENVIRON_LIMIT).split(b"\0"):
+                    continue
+            with open(os.path.join(proc, entry, "cmdline"), "rb") as handle:
+                command = handle.read(4096).replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            continue  # gone, or a kernel thread
+        found.append({"pid": int(entry), "command": command[:200]})
+    return found
 
 
 def parse_proc_stat(text):

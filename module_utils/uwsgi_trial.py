@@ -185,8 +185,15 @@ def verdict(output, returncode, timed_out=False, timeout=None, app=None, answer=
     return {"ok": False, "why": why, "lines": significant[-15:]}
 
 
-def _clean_env():
+# Set to the trial's directory in its environment: whatever the trial starts
+# carries it, so a later run finds what a killed run's trial left running.
+TRIAL_MARKER = "BACKLOGOPS_UWSGI_TRIAL"
+
+
+def _clean_env(marker=None):
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    if marker:
+        env[TRIAL_MARKER] = marker
     for key in ("LANG", "LC_ALL", "TZ"):
         if os.environ.get(key):
             env[key] = os.environ[key]
@@ -241,7 +248,7 @@ def _ask(proc, data, deadline, check, ask):
     return (data + more)[-OUTPUT_LIMIT:], answer
 
 
-def run(argv, timeout, cwd="/", check=None, ask=None):
+def run(argv, timeout, cwd="/", check=None, ask=None, marker=None):
     """Run one trial: (output, returncode, timed_out, seconds, answer). The
     process runs in a session of its own, killed whole when `timeout`
     passes; only the last OUTPUT_LIMIT bytes of what it prints are kept.
@@ -250,7 +257,7 @@ def run(argv, timeout, cwd="/", check=None, ask=None):
     started = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                cwd=cwd, env=_clean_env(), start_new_session=True, close_fds=True)
+                                cwd=cwd, env=_clean_env(marker), start_new_session=True, close_fds=True)
     except OSError as exc:
         return "cannot start %s: %s" % (argv[0], exc), None, False, 0.0, None
     answer = None
@@ -344,7 +351,8 @@ def run_all(trials, ask=None):
     results = [None] * len(trials)
 
     def one(index, trial):
-        results[index] = run(trial["argv"], trial["timeout"], trial.get("cwd", "/"), trial.get("check"), ask)
+        results[index] = run(trial["argv"], trial["timeout"], trial.get("cwd", "/"), trial.get("check"), ask,
+                             trial.get("marker"))
 
     threads = [threading.Thread(target=one, args=(i, t)) for i, t in enumerate(trials)]
     for thread in threads:

@@ -4,6 +4,7 @@ it waits, and what a non-root run leaves."""
 
 import fcntl
 import json
+import subprocess
 import os
 import time
 
@@ -110,3 +111,32 @@ def test_the_age_of_a_holder_counts_on_the_boot_clock():
 
 def test_the_module_file_is_found_where_the_role_ships_it():
     assert (ROOT / "library" / "uwsgi_lock.py").is_file()
+
+
+def test_a_dead_run_whose_commands_still_run_keeps_its_lock_until_they_end(tmp_path, capsys):
+    """Its controller is gone, but a command it started on the host (it
+    carries the run's id) goes on changing the host: the lock waits for it."""
+    path = tmp_path / "backlogops-uwsgi" / "lock"
+    run_module(capsys, path=str(path), holder=OTHER, wait=0)
+    command = subprocess.Popen(["sleep", "30"], env={lock.RUN_MARKER: OTHER["id"], "PATH": os.environ["PATH"]})
+    try:
+        assert [p["pid"] for p in lock.run_processes(OTHER["id"])] == [command.pid]
+        result = run_module(capsys, path=str(path), holder=ME, wait=1, stale=OTHER["id"])
+        assert result["failed"] and "its commands still run on this host: PID %d (sleep 30)" % command.pid in result["msg"]
+    finally:
+        command.kill()
+        command.wait()
+    result = run_module(capsys, path=str(path), holder=ME, wait=0, stale=OTHER["id"])
+    assert not result.get("failed") and "the run that held it is dead" in result["taken_over"]
+
+
+def test_another_runs_marker_or_none_is_not_the_holders():
+    command = subprocess.Popen(["sleep", "30"], env={lock.RUN_MARKER: OTHER["id"] + "9", "PATH": os.environ["PATH"]})
+    try:
+        assert lock.run_processes(OTHER["id"]) == []
+    finally:
+        command.kill()
+        command.wait()
+    working = [{"pid": 7, "command": "supervisorctl update p00"}]
+    assert not h.lock_decision(OTHER, ME, 0, 7200, stale_id=OTHER["id"], working=working)["take"]
+    assert h.lock_decision(OTHER, ME, 0, 7200, stale_id=OTHER["id"], working=[])["take"]
