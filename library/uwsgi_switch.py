@@ -71,6 +71,8 @@ from ansible.module_utils.uwsgi_host import (
     parse_proc_stat,
     parse_ss_listeners,
     parse_supervisor_status,
+    parse_supervisord_log,
+    process_ending,
     read_log,
     socket_key,
 )
@@ -165,6 +167,7 @@ def children(pid):
 class Switch:
     def __init__(self, module):
         self.module = module
+        self.disturbed = []
         self.ctl = module.params["supervisorctl"]
         self.log_dir = module.params["log_dir"]
 
@@ -181,18 +184,32 @@ class Switch:
         except OSError:
             return 0
 
+    def ending(self, program, pid):
+        """How `program`'s process `pid` ended, by supervisord's log (process_ending)."""
+        rc, out = self.run("maintail", "-65536")
+        return process_ending(parse_supervisord_log(out), program, pid) if rc == 0 else None
+
     def wait(self, program, item):
-        """None once `program` runs with its workers; else why not."""
+        """None once `program` runs with its workers; else why not. A restart
+        someone else asked of Supervisor meanwhile (`supervisorctl restart`)
+        is no failure of the app: its new process is waited for instead."""
         deadline = time.monotonic() + float(item.get("timeout") or 60)
         first_pid = None
         while True:
             entry = self.status().get(program, {})
             pid = entry.get("pid") if entry.get("state") == "RUNNING" else None
             first_pid = first_pid or pid
+            if pid and pid != first_pid and self.ending(program, first_pid) == "stopped":
+                self.disturbed.append("%s was restarted from outside this run (pid %d, then %d); its new process "
+                                      "was proven instead" % (program, first_pid, pid))
+                first_pid = pid
             if pid and pid != first_pid:
                 return "its app did not load: its master exited after it started, and Supervisor started it again"
             if pid and children(pid) >= int(item.get("children") or 1):
                 return None
+            if entry.get("state") in GONE and first_pid and self.ending(program, first_pid) == "stopped":
+                return ("it was stopped from outside this run (Supervisor says %s; supervisorctl stop?) before it "
+                        "had its workers, so whether its app loads is not known; run again" % entry.get("state"))
             if entry.get("state") == "FATAL" or (entry.get("state") in GONE and first_pid):
                 return "its app did not load: Supervisor says %s" % entry.get("state")
             if time.monotonic() > deadline:
@@ -396,7 +413,9 @@ def main():
     )
     switch = Switch(module)
     results = [switch.switch(item) for item in module.params["apps"]]
-    module.exit_json(changed=bool(results), switched=results)
+    if switch.disturbed:
+        module.warn("; ".join(switch.disturbed))
+    module.exit_json(changed=bool(results), switched=results, disturbed=switch.disturbed)
 
 
 if __name__ == "__main__":

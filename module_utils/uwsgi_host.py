@@ -179,6 +179,47 @@ def serving_slots(states):
     return apps
 
 
+# supervisord's own log (`supervisorctl maintail`): how each process of a
+# program started and ended.
+_SUPERVISORD_EVENT = re.compile(
+    r"^\S+ \S+ [A-Z]+ (?:spawned: '(?P<spawned>[^']+)' with pid (?P<pid>\d+)"
+    r"|stopped: (?P<stopped>\S+) \("
+    r"|exited: (?P<exited>\S+) \(.*; (?P<expected>not expected|expected)\))")
+
+
+def parse_supervisord_log(text):
+    """supervisord's log as events: {program, event (spawned, stopped: it
+    was told to stop, exited: it ended by itself), pid, expected}."""
+    events = []
+    for line in (text or "").splitlines():
+        match = _SUPERVISORD_EVENT.match(line)
+        if not match:
+            continue
+        if match.group("spawned"):
+            events.append({"program": match.group("spawned"), "event": "spawned", "pid": int(match.group("pid"))})
+        elif match.group("stopped"):
+            events.append({"program": match.group("stopped"), "event": "stopped"})
+        else:
+            events.append({"program": match.group("exited"), "event": "exited",
+                           "expected": match.group("expected") == "expected"})
+    return events
+
+
+def process_ending(events, program, pid):
+    """How `program`'s process `pid` ended, by supervisord's log: stopped
+    (someone told Supervisor to stop or restart it), exited (by itself), or
+    None when the log does not say."""
+    started = False
+    for event in events:
+        if event["program"] != program:
+            continue
+        if event["event"] == "spawned":
+            started = event["pid"] == pid
+        elif started:
+            return event["event"]
+    return None
+
+
 def parse_supervisor_status(status_stdout):
     """Each program in `supervisorctl status` output: state, pid and the line;
     a beside app also under its own name, as its serving instance (serving_slots)."""

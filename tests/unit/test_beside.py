@@ -279,3 +279,64 @@ def test_a_new_instance_that_did_not_serve_is_reported_with_its_own_log():
     line = f.uwsgi_rollback_report(verdicts, ["zapp"], [], {}, {"zapp": ""}, "/var/log/supervisor")[0]
     assert ("Its log (/var/log/supervisor/zapp.b.log) during this run: "
             "[strict-mode] unknown config directive: no-such-option") in line
+
+
+MAINTAIL = (FIXTURES / "bookworm" / "supervisord-maintail.txt").read_text()
+
+
+def test_supervisords_log_tells_a_requested_stop_from_a_crash():
+    events = h.parse_supervisord_log(MAINTAIL)
+    # Captured on Debian 12: flaskapp.a stopped by the role (15520), then crash-looping (15909 on).
+    assert h.process_ending(events, "flaskapp.a", 15520) == "stopped"
+    assert h.process_ending(events, "flaskapp.a", 15909) == "exited"
+    assert h.process_ending(events, "flaskapp.a", 16252) is None  # still running
+    assert h.process_ending(events, "flaskapp.a", 1) is None
+
+
+class FakeSupervisor:
+    """supervisorctl as uwsgi_switch runs it: `status` answers in turn from `statuses`, `maintail` with `log`."""
+
+    def __init__(self, statuses, log):
+        self.statuses, self.log = list(statuses), log
+
+    def run_command(self, argv):
+        if argv[1] == "maintail":
+            return 0, self.log, ""
+        return 0, self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0], ""
+
+
+def waiting(monkeypatch, statuses, log, children=2):
+    monkeypatch.setattr(switch, "children", lambda pid: children if pid == 302 else 0)
+    monkeypatch.setattr(switch.time, "sleep", lambda seconds: None)
+    module = FakeSupervisor(statuses, log)
+    module.params = {"supervisorctl": "supervisorctl", "log_dir": "/var/log/supervisor"}
+    found = switch.Switch(module)
+    return found.wait("zapp.b", {"children": 2, "timeout": 5}), found.disturbed
+
+
+def test_a_restart_from_outside_during_the_switch_proves_the_new_process(monkeypatch):
+    log = ("2026-12-07 03:00:00,001 INFO spawned: 'zapp.b' with pid 301\n"
+           "2026-12-07 03:00:01,001 INFO waiting for zapp.b to stop\n"
+           "2026-12-07 03:00:01,501 INFO stopped: zapp.b (terminated by SIGTERM)\n"
+           "2026-12-07 03:00:01,601 INFO spawned: 'zapp.b' with pid 302\n")
+    statuses = ["zapp.b  RUNNING   pid 301, uptime 0:00:01", "zapp.b  RUNNING   pid 302, uptime 0:00:01"]
+    why, disturbed = waiting(monkeypatch, statuses, log)
+    assert why is None and disturbed == [
+        "zapp.b was restarted from outside this run (pid 301, then 302); its new process was proven instead"]
+
+
+def test_a_crash_after_the_start_is_the_apps_own(monkeypatch):
+    log = ("2026-12-07 03:00:00,001 INFO spawned: 'zapp.b' with pid 301\n"
+           "2026-12-07 03:00:04,001 WARN exited: zapp.b (exit status 22; not expected)\n"
+           "2026-12-07 03:00:05,001 INFO spawned: 'zapp.b' with pid 302\n")
+    statuses = ["zapp.b  RUNNING   pid 301, uptime 0:00:03", "zapp.b  RUNNING   pid 302, uptime 0:00:01"]
+    why, disturbed = waiting(monkeypatch, statuses, log)
+    assert why.startswith("its app did not load: its master exited after it started") and disturbed == []
+
+
+def test_a_stop_from_outside_is_named_not_blamed_on_the_app(monkeypatch):
+    log = ("2026-12-07 03:00:00,001 INFO spawned: 'zapp.b' with pid 301\n"
+           "2026-12-07 03:00:01,501 INFO stopped: zapp.b (terminated by SIGTERM)\n")
+    statuses = ["zapp.b  RUNNING   pid 301, uptime 0:00:01", "zapp.b  STOPPED   Dec 07 03:00 AM"]
+    why, _ = waiting(monkeypatch, statuses, log, children=0)
+    assert why.startswith("it was stopped from outside this run") and "did not load" not in why
