@@ -188,3 +188,40 @@ def test_a_restart_of_everything_during_a_switch_is_not_the_changes_fault(host, 
     assert "IMPORT_SECONDS" in host.file(f"/etc/uwsgi/supervisor/{name}.env.ini").content_string
     hc.ok(run_with(tmp_path, "after-restart-all", {"uwsgi_apps": BASE_APPS}))
     hc.check_request(host, UNIX_APP, f"hello from {name}")
+
+
+def test_a_removal_killed_half_way_is_finished_by_the_next_run(host, tmp_path):
+    """Four apps with secrets in their environment are removed (unlisted,
+    uwsgi_unlisted_apps: remove); the run is killed, on the controller and on
+    the host, while Supervisor stops them. Their program files go last, so
+    the next run still sees them and leaves no file of theirs behind."""
+    extra = [dict(copy.deepcopy(BASE_APPS[0]), name=f"gone{n}", socket=f"/run/uwsgi/gone{n}.sock", listen=128,
+                  environment={"APP_NAME": f"gone{n}", "SECRET": f"s3cret-{n}"}) for n in range(4)]
+    hc.ok(run_with(tmp_path, "four-more", {"uwsgi_apps": BASE_APPS + extra}))
+    leftovers = ("ls /etc/uwsgi/supervisor /etc/supervisor/conf.d /var/log/supervisor /run/uwsgi"
+                 " /var/lib/uwsgi-zerg | grep -c '^gone' || true")
+    assert int(host.check_output(leftovers)) > 0
+    removing = tmp_path / "removing.json"
+    removing.write_text(json.dumps({"uwsgi_apps": BASE_APPS, "uwsgi_unlisted_apps": "remove"}))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_ROLES_PATH=hc.roles_path())
+    with hc.Load(host, "killed-removal", PORTS) as load:
+        run = subprocess.Popen(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(PLAYBOOK),
+                                "-e", f"@{removing}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(1200):
+                if host.run("pgrep -f 'supervisorctl stop gone'").rc == 0:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the removal never stopped the apps")
+        finally:
+            run.kill()
+            run.wait()
+        for pid in marked(host, "BACKLOGOPS_UWSGI_RUN"):
+            host.run(f"kill -9 {pid}")
+        again = hc.ok(run_with(tmp_path, "removal-again", {"uwsgi_apps": BASE_APPS, "uwsgi_unlisted_apps": "remove"}))
+    load.check()
+    assert "the run that held it is dead" in hc.said(again)
+    assert int(host.check_output(leftovers)) == 0, host.check_output(leftovers.replace(" | grep -c", " | grep"))
+    assert "gone" not in host.run("supervisorctl status").stdout
+    assert not host.run("grep -rls s3cret- /etc /var/log/supervisor /run").stdout.strip()
