@@ -89,6 +89,9 @@ def applied(host, tmp_path_factory):
     ok(run_with(tmp, "cleanup", BASE_APPS))
 
 
+# Both apps, unix and TCP, through every kind of config change; make test has the
+# same changes on one app in test_beside.py, and TCP beside in the venv scenario.
+@pytest.mark.extended
 @pytest.mark.parametrize("tag", [c[0] for c in CHANGES])
 def test_change_under_load_loses_no_request_and_keeps_the_socket(applied, tag):
     assert tag in applied, "an earlier change failed"
@@ -104,6 +107,7 @@ def test_change_under_load_loses_no_request_and_keeps_the_socket(applied, tag):
         assert all(seen["after"][n] != seen["pids"][n] for n in seen["pids"]), (seen["pids"], seen["after"])
 
 
+@pytest.mark.extended
 def test_changes_are_in_effect(host, applied):
     said = hc.said(applied["listen"]["run"])
     assert "listen 4096 -> 3000 on the open socket" in said, said[-3000:]
@@ -117,6 +121,7 @@ def test_changes_are_in_effect(host, applied):
     assert "RELEASE" not in host.file(f"/etc/uwsgi/supervisor/{U}.env.ini").content_string
 
 
+@pytest.mark.extended
 def test_each_change_was_in_effect_right_after_its_run(applied):
     assert applied["listen"]["backlogs"][UNIX_APP["socket"]] == 3000
     assert applied["listen"]["backlogs"]["127.0.0.1:8001"] == 2500
