@@ -48,7 +48,7 @@ def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None, 
             reasons.append("its uwsgi binary changed")
         home = stages.get(app.get("uwsgi_venv")) if app.get("virtualenv") else None
         if home:
-            reasons.append("its new packages, staged in %s" % home)
+            reasons.append("its new packages, in their own home %s" % home)
         elif name in installed.get("deps", []):
             reasons.append("its packages changed")
         if programs.get(name, {}).get("state") == "RUNNING" and _pending(name, probe):
@@ -360,14 +360,16 @@ CHAIN_FILE = ("# backlogops.uwsgi touches this file to chain-reload %s (its touc
               "time loads the code on disk while the others serve.\n")
 
 
-def uwsgi_file_plan(apps, plan, paths, environments, sampler=None, logrotate=False):
+def uwsgi_file_plan(apps, plan, paths, environments, sampler=None, logrotate=False, homes=None):
     """Every file and directory the role writes for its present apps, for one
     run of the uwsgi_files action: the socket directories it owns and their
     tmpfiles.d entry, the config and helper directories, the helper, and per
     app its environment (secret: from `environments`, the apps with their
     values), its ini and its Supervisor program (from the public view); with
-    logrotate, the logrotate file that names every app's log."""
+    logrotate, the logrotate file that names every app's log. `homes`: where
+    each virtualenv's apps import their packages from (uwsgi_venv_plan)."""
     secret = {app["name"]: app for app in environments}
+    homes = homes or {}
     if plan.get("empty"):
         return {"dirs": [], "templates": [], "copies": [], "contents": []}
     dirs = [{"path": d["path"], "owner": "root", "group": d["group"], "mode": SOCKET_DIR_MODE} for d in plan.get("dirs", [])]
@@ -388,7 +390,8 @@ def uwsgi_file_plan(apps, plan, paths, environments, sampler=None, logrotate=Fal
             {"src": "etc/uwsgi/app.env.ini.j2", "path": base + ".env.ini", "secret": True,
              "vars": {"item": secret[app["name"]]},
              "owner": app["uid"], "group": "root", "mode": "0400", "backup": True},
-            {"src": "etc/uwsgi/app.ini.j2", "path": base + ".ini", "vars": {"item": app},
+            {"src": "etc/uwsgi/app.ini.j2", "path": base + ".ini",
+             "vars": {"item": dict(app, home=homes.get(app.get("virtualenv")) or app.get("virtualenv"))},
              "owner": "root", "group": app["gid"], "mode": "0640", "backup": True},
             {"src": "etc/supervisor/conf.d/program.conf.j2", "vars": {"item": app},
              "path": "%s/%s.conf" % (paths["supervisor_conf_dir"], app["name"]),

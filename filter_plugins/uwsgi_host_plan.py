@@ -31,27 +31,37 @@ SYSTEM_DIRS = {
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
 
 
-# Where a changed set of packages is installed and tried before the serving
-# apps' virtualenv takes it (a new virtualenv per venv, root's own).
-STAGE_DIR = "/var/lib/uwsgi-role/staged-venvs"
+# Where a changed set of packages for a serving virtualenv goes: a new
+# virtualenv of its own per set (root's), which the apps' instances take as
+# their `home`. A serving environment is never changed in place.
+HOMES_DIR = "/var/lib/uwsgi-role/venvs"
+
+
+def venv_home(venv, digest):
+    """The home of the set `digest` for virtualenv `venv`: named by both, so a
+    run finds a set that an earlier one installed completely."""
+    return "%s/%s-%s" % (HOMES_DIR, hashlib.sha256(venv.encode()).hexdigest()[:12], digest.split(":")[-1][:16])
 
 
 def uwsgi_venv_plan(apps, probe, pin):
     """What each virtualenv needs before its apps start: uWSGI built at the
     pinned version (and with PCRE, for internal routing), and the apps'
-    packages and requirements installed when they differ from what the role
-    last installed there (a digest kept in the venv). Apps sharing a venv share
-    its dependencies; each of them reloads when they change.
+    packages and requirements where they differ from what the role last
+    installed (a digest kept in the venv). Apps sharing a venv share its
+    dependencies, and `homes` names where each venv's apps import them from.
 
-    A changed set for a virtualenv that apps already run from is staged:
-    installed into a new virtualenv aside (`stage`), where the trial (when
-    on) imports the apps from it; the serving venv takes exactly what was
-    staged (pip freeze of the stage) only once the trial has passed, and
-    keeps what it had for the rollback. A first install goes straight into
-    the venv (nothing serves from it yet)."""
+    A first install goes into the venv itself (nothing serves from it yet). A
+    changed set for a venv that apps run from is never installed there: it
+    goes into a new virtualenv of its own (`stage`, a home named by the venv
+    and the set), which the trial imports the apps from and their instances
+    then take as their `home`; a complete home of that set from an earlier
+    run is taken as it is. A venv holding pip's leftovers of an install that
+    was killed (names that start with `~`) does not count as holding its
+    set. `stale`: the homes no app takes and no app's ini on the host names."""
     seen = probe.get("venvs") or {}
     hashes = probe.get("requirements") or {}
-    build, deps = [], []
+    programs = probe.get("supervisor", {}).get("programs", {})
+    build, deps, homes = [], [], {}
     by_venv = {}
     for app in apps:
         if app.get("state", "present") == "present" and app.get("uwsgi_venv"):
@@ -71,18 +81,28 @@ def uwsgi_venv_plan(apps, probe, pin):
         digest_input = json.dumps({"packages": packages,
                                    "requirements": {path: hashes.get(path) for path in requirements}}, sort_keys=True)
         digest = "sha256:" + hashlib.sha256(digest_input.encode()).hexdigest()
-        if found.get("deps") != digest:
-            programs = probe.get("supervisor", {}).get("programs", {})
-            serving = found.get("exists") and any(app["name"] in programs for app in members)
-            stage = None
-            if serving:
-                stage = "%s/%s" % (STAGE_DIR, hashlib.sha256(venv.encode()).hexdigest()[:16])
-            deps.append({"venv": venv, "packages": packages, "requirements": requirements, "digest": digest,
-                         "apps": [app["name"] for app in members],
-                         "missing": [path for path in requirements if hashes.get(path) is None],
-                         "stage": stage, "target": stage or venv,
-                         "system_site_packages": bool(found.get("system_site_packages"))})
-    return {"build": build, "deps": deps}
+        ready = sorted(path for path, took in (found.get("homes") or {}).items() if took == digest)
+        if found.get("deps") == digest and not found.get("damaged"):
+            homes[venv] = venv
+            continue
+        if ready:
+            homes[venv] = ready[0]
+            continue
+        serving = found.get("exists") and any(app["name"] in programs for app in members)
+        stage = venv_home(venv, digest) if serving or found.get("damaged") else None
+        homes[venv] = stage or venv
+        deps.append({"venv": venv, "packages": packages, "requirements": requirements, "digest": digest,
+                     "apps": [app["name"] for app in members],
+                     "missing": [path for path in requirements if hashes.get(path) is None],
+                     "stage": stage, "target": stage or venv,
+                     "system_site_packages": bool(found.get("system_site_packages"))})
+    named = {(entry or {}).get("home") for entry in (probe.get("managed") or {}).values()}
+    # A switch that did not finish may leave an instance on an older home: kept until it is gone.
+    settled = [venv for venv in by_venv if not any((programs.get(app["name"]) or {}).get("extra")
+                                                   for app in by_venv[venv])]
+    stale = sorted(path for venv in settled for path in ((seen.get(venv) or {}).get("homes") or {})
+                   if path not in homes.values() and path not in named)
+    return {"build": build, "deps": deps, "homes": homes, "stale": stale}
 
 
 def _writable(info, user, group):
@@ -555,7 +575,7 @@ def uwsgi_host_needs(probe, ctx):
         up = running or ctx["target"] == "image"
     venv_plan, plan = ctx.get("venv_plan") or {}, ctx.get("plan") or {}
     programs = (probe.get("supervisor") or {}).get("programs") or {}
-    remove = bool(probe.get("backups") or plan.get("removals") or plan.get("stale_dirs")
+    remove = bool(probe.get("backups") or plan.get("removals") or plan.get("stale_dirs") or venv_plan.get("stale")
                   or (not plan.get("dirs") and probe.get("tmpfiles_dirs"))
                   or (not ctx["sampler_on"] and ctx["sampler_program"] in programs)
                   or (plan.get("empty") and probe.get("config_dir_files") is not None))

@@ -55,6 +55,7 @@ options:
   textfile_record:
     type: path
     description: The role's record (JSON) of the textfile directory's group and mode before the role changed them.
+  venv_homes_dir: {type: path, description: Where the role keeps each virtualenv's package sets (their homes).}
   write_dirs:
     type: list
     elements: path
@@ -97,6 +98,7 @@ probe:
 
 import glob
 import grp
+import hashlib
 import os
 import pwd
 import re
@@ -127,6 +129,7 @@ from ansible.module_utils.uwsgi_host import (
     check_request,
     is_roles_program,
     may_connect,
+    parse_ini_home,
     parse_ini_sockets,
     path_chain,
     parse_program_file,
@@ -316,6 +319,7 @@ def managed_apps(conf_dir, config_dir, log_dir, programs):
         pool_text = read(os.path.join(config_dir, name + ".socket.ini"), "") if program.get("beside") else None
         program.update({"program_file": path, "ini_exists": ini_text is not None, "ini_group": ini_group,
                         "sockets": parse_ini_sockets(ini_text if pool_text is None else pool_text),
+                        "home": parse_ini_home(ini_text),
                         "config_mtime": mtime(ini, os.path.join(config_dir, name + ".env.ini")),
                         "program_mtime": mtime(path),
                         # When the uwsgi binary its program runs was put in place (a package or
@@ -380,7 +384,32 @@ def pip_version(venv, project):
 DEPS_MARKER = ".backlogops-uwsgi-deps"
 
 
-def venv_info(venv):
+def deps_record(venv):
+    """The digest of the packages the role last installed in `venv` (None when it has none)."""
+    deps = read_untrusted(os.path.join(venv, DEPS_MARKER), 4096)
+    return deps.decode("ascii", "replace").strip() or None if deps and deps != NOT_REGULAR else None
+
+
+def venv_homes(venv, homes_dir):
+    """The homes the role made for `venv`'s package sets (uwsgi_host_plan
+    venv_home): each path with the digest of the set it holds, None when its
+    install never finished."""
+    prefix = hashlib.sha256(venv.encode()).hexdigest()[:12] + "-"
+    found = {}
+    for path in sorted(glob.glob(os.path.join(glob.escape(homes_dir), prefix + "*"))):
+        if os.path.isdir(path) and not os.path.islink(path):
+            found[path] = deps_record(path) if not pip_leftovers(path) else None
+    return found
+
+
+def pip_leftovers(venv):
+    """What a killed pip install leaves in a virtualenv: its site-packages'
+    names that start with `~` (pip renames what it replaces so)."""
+    return sorted(os.path.join(site, name) for site in glob.glob(os.path.join(venv, "lib", "python3*", "site-packages"))
+                  for name in os.listdir(site) if name.startswith("~"))[:5]
+
+
+def venv_info(venv, homes_dir=None):
     """A virtualenv's uWSGI: its version, whether it was built with PCRE (the
     binary needs libpcre2 or libpcre, which internal routing requires), the
     digest of the packages the role last installed there, and who besides
@@ -389,8 +418,7 @@ def venv_info(venv):
     binary = os.path.join(venv, "bin", "uwsgi")
     data = read_untrusted(binary, 64 * 1024 * 1024) or b""  # NOT_REGULAR holds neither library name
     pcre = b"libpcre2-8.so" in data or b"libpcre.so" in data
-    deps = read_untrusted(os.path.join(venv, DEPS_MARKER), 4096)
-    deps = deps.decode("ascii", "replace").strip() if deps and deps != NOT_REGULAR else None
+    deps = deps_record(venv)
     cfg = read_untrusted(os.path.join(venv, "pyvenv.cfg"), 65536) or b""
     cfg = "" if cfg == NOT_REGULAR else cfg.decode("utf-8", "replace")
     system = any(line.replace(" ", "").lower() == "include-system-site-packages=true" for line in cfg.splitlines())
@@ -406,7 +434,8 @@ def venv_info(venv):
         deps_mtime = None
     return {"uwsgi": pip_version(venv, "uwsgi"), "pcre": pcre, "deps": deps or None, "deps_mtime": deps_mtime,
             "exists": os.path.isfile(os.path.join(venv, "pyvenv.cfg")), "system_site_packages": system,
-            "writable_by": others}
+            "writable_by": others, "damaged": pip_leftovers(venv),
+            "homes": venv_homes(venv, homes_dir) if homes_dir else {}}
 
 
 def applied_record(path):
@@ -580,6 +609,7 @@ def main():
             "textfile": {"type": "path"},
             "paths": {"type": "list", "elements": "str", "default": []},
             "write_dirs": {"type": "list", "elements": "path", "default": []},
+            "venv_homes_dir": {"type": "path"},
             "socket_files": {"type": "list", "elements": "path", "default": []},
             "binary": {"type": "path"},
             "textfile_record": {"type": "path"},
@@ -716,7 +746,7 @@ def main():
         "python_apt": python_apt,
         "service": service,
         "systemd": systemd,
-        "venvs": {venv: venv_info(venv) for venv in p["venvs"]},
+        "venvs": {venv: venv_info(venv, p["venv_homes_dir"]) for venv in p["venvs"]},
         # Each requirements file's digest covers the files it includes (-r, -c).
         "requirements": {path: requirements_digest(path) for path in p["requirements"]},
         "requirements_writable_by": {path: next((who for who in (untrusted_by(name) for name, _ in

@@ -319,6 +319,15 @@ def parse_ini_sockets(text):
     return sockets
 
 
+def parse_ini_home(text):
+    """The `home` (the virtualenv its Python runs from) a uwsgi.ini names, or None."""
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in ("home", "virtualenv", "venv", "pyhome"):
+            return value.strip()
+    return None
+
+
 def parse_tmpfiles_dirs(text):
     """The directories (type d or D) a tmpfiles.d file creates."""
     dirs = []

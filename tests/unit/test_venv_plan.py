@@ -34,7 +34,8 @@ def test_a_converged_venv_needs_nothing():
                      "requirements": "/srv/a/requirements.txt"})
     digest = plan(apps, requirements={"/srv/a/requirements.txt": "abc"})["deps"][0]["digest"]
     venvs = {"/srv/a/venv": {"uwsgi": "2.0.31", "pcre": True, "deps": digest}}
-    assert plan(apps, venvs, {"/srv/a/requirements.txt": "abc"}) == {"build": [], "deps": []}
+    assert plan(apps, venvs, {"/srv/a/requirements.txt": "abc"}) == {
+        "build": [], "deps": [], "homes": {"/srv/a/venv": "/srv/a/venv"}, "stale": []}
     # The requirements file's content is part of the digest.
     changed = plan(apps, venvs, {"/srv/a/requirements.txt": "def"})
     assert [d["venv"] for d in changed["deps"]] == ["/srv/a/venv"]
@@ -86,14 +87,51 @@ def serving(apps_, digest="sha256:old"):
                                                                             for a in apps_}}}
 
 
-def test_a_changed_set_for_a_venv_apps_run_from_is_staged_aside():
+def test_a_changed_set_for_a_venv_apps_run_from_goes_into_a_new_home_of_its_own():
     apps = pip_apps({"name": "a", "virtualenv": "/srv/a/venv", "packages": ["flask==3.0.2"]})
-    deps = f.uwsgi_venv_plan(apps, serving(apps), "2.0.31")["deps"]
-    assert deps[0]["stage"].startswith("/var/lib/uwsgi-role/staged-venvs/") and deps[0]["target"] == deps[0]["stage"]
-    # What the trial is given: the app imports from the stage.
+    result = f.uwsgi_venv_plan(apps, serving(apps), "2.0.31")
+    deps = result["deps"]
+    assert deps[0]["stage"].startswith("/var/lib/uwsgi-role/venvs/") and deps[0]["target"] == deps[0]["stage"]
+    # The serving venv is never the target: the apps take the new home as theirs.
+    assert result["homes"] == {"/srv/a/venv": deps[0]["stage"]}
     trial = f.uwsgi_trial_plan(apps, serving(apps), {"config_dir": "/etc/u", "supervisor_conf_dir": "/etc/s"},
                                {"trial": True, "setpriv": "/usr/bin/setpriv"}, {"deps": ["a"]}, deps)[0]
-    assert trial["home"] == deps[0]["stage"] and "its new packages, staged in" in trial["force"]
+    assert trial["home"] == deps[0]["stage"] and "its new packages, in their own home" in trial["force"]
+    # The same set asked for again finds its home complete: nothing to install.
+    probe = serving(apps)
+    probe["venvs"]["/srv/a/venv"]["homes"] = {deps[0]["stage"]: deps[0]["digest"]}
+    again = f.uwsgi_venv_plan(apps, probe, "2.0.31")
+    assert again["deps"] == [] and again["homes"] == {"/srv/a/venv": deps[0]["stage"]}
+    # One whose install never finished holds no set: it is installed again (with --clear).
+    probe["venvs"]["/srv/a/venv"]["homes"] = {deps[0]["stage"]: None}
+    assert [d["target"] for d in f.uwsgi_venv_plan(apps, probe, "2.0.31")["deps"]] == [deps[0]["stage"]]
+
+
+def test_back_to_the_set_the_venv_holds_the_apps_take_the_venv_and_the_other_home_goes():
+    apps = pip_apps({"name": "a", "virtualenv": "/srv/a/venv", "packages": ["flask==3.0.3"]})
+    digest = plan(apps)["deps"][0]["digest"]
+    probe = serving(apps, digest)
+    newer = "/var/lib/uwsgi-role/venvs/e4e0b58adf7e-0123456789abcdef"
+    probe["venvs"]["/srv/a/venv"]["homes"] = {newer: "sha256:0123456789abcdef"}
+    # The serving instance's ini still names the newer home: kept until it no longer does.
+    probe["managed"] = {"a": {"home": newer}}
+    result = f.uwsgi_venv_plan(apps, probe, "2.0.31")
+    assert result["homes"] == {"/srv/a/venv": "/srv/a/venv"} and result["deps"] == [] and result["stale"] == []
+    probe["managed"] = {"a": {"home": "/srv/a/venv"}}
+    assert f.uwsgi_venv_plan(apps, probe, "2.0.31")["stale"] == [newer]
+    # A switch that did not finish may still run an instance on it.
+    probe["supervisor"]["programs"]["a"]["extra"] = "a.b"
+    assert f.uwsgi_venv_plan(apps, probe, "2.0.31")["stale"] == []
+
+
+def test_a_venv_a_killed_pip_left_half_installed_is_not_taken_for_its_set():
+    apps = pip_apps({"name": "a", "virtualenv": "/srv/a/venv", "packages": ["flask==3.0.3"]})
+    digest = plan(apps)["deps"][0]["digest"]
+    probe = serving(apps, digest)
+    probe["venvs"]["/srv/a/venv"]["damaged"] = ["/srv/a/venv/lib/python3.11/site-packages/~lask"]
+    result = f.uwsgi_venv_plan(apps, probe, "2.0.31")
+    assert [d["target"] for d in result["deps"]] == [result["homes"]["/srv/a/venv"]]
+    assert result["homes"]["/srv/a/venv"].startswith("/var/lib/uwsgi-role/venvs/")
 
 
 def test_a_first_install_goes_straight_into_the_venv():
@@ -116,3 +154,45 @@ def test_a_requirements_digest_covers_the_files_it_includes(tmp_path):
     base.write_text("flask==3.0.2\n")
     assert h.requirements_digest(str(top)) != before
     assert h.requirements_digest(str(tmp_path / "missing.txt")) is None
+
+
+def test_the_ini_names_the_home_its_apps_take():
+    """templates/etc/uwsgi/app.ini.j2 as the file plan feeds it: the venv's
+    new home when its set has one, the venv itself otherwise."""
+    import jinja2
+    from ansible.plugins.filter.core import comment
+
+    from conftest import ROOT
+
+    apps = f.uwsgi_public(pip_apps({"name": "a", "virtualenv": "/srv/a/venv", "packages": ["flask==3.0.2"]}))
+    paths = {"config_dir": "/etc/u", "supervisor_conf_dir": "/etc/s", "helper": "/usr/local/lib/r/h.py",
+             "tmpfiles": "/etc/tmpfiles.d/u.conf", "zerg_dir": "/var/lib/uwsgi-zerg", "logrotate": "/etc/l"}
+    env = jinja2.Environment(trim_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env.filters.update(comment=comment, uwsgi_ini_escape=f.uwsgi_ini_escape)
+    template = env.from_string((ROOT / "templates/etc/uwsgi/app.ini.j2").read_text())
+
+    def ini(homes):
+        entry = next(t for t in f.uwsgi_file_plan(apps, {"dirs": []}, paths, apps, homes=homes)["templates"]
+                     if t["path"] == "/etc/u/a.ini")
+        return template.render(ansible_managed="m", __uwsgi_ini_placeholders={}, __uwsgi_plugins=[],
+                               uwsgi_config_dir="/etc/u", **entry["vars"])
+
+    home = "/var/lib/uwsgi-role/venvs/e4e0b58adf7e-0123456789abcdef"
+    assert "\nhome = %s\n" % home in ini({"/srv/a/venv": home})
+    assert "\nhome = /srv/a/venv\n" in ini({})
+
+
+def test_the_probe_finds_each_home_with_its_set_and_a_killed_installs_leftovers(tmp_path):
+    from conftest import load
+
+    probe = load("uwsgi_probe_module", "library/uwsgi_probe.py")
+    venv = "/srv/a/venv"
+    prefix = f.venv_home(venv, "sha256:0").rsplit("/", 1)[1].split("-")[0]
+    done, half = tmp_path / (prefix + "-aaaa"), tmp_path / (prefix + "-bbbb")
+    for home in (done, half):
+        (home / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+        (home / ".backlogops-uwsgi-deps").write_text("sha256:aaaa\n")
+    (half / "lib" / "python3.11" / "site-packages" / "~lask").mkdir()
+    (tmp_path / "0123456789ab-cccc").mkdir()  # another venv's
+    assert probe.venv_homes(venv, str(tmp_path)) == {str(done): "sha256:aaaa", str(half): None}
+    assert probe.pip_leftovers(str(half)) == [str(half / "lib" / "python3.11" / "site-packages" / "~lask")]

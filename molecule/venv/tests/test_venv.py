@@ -29,6 +29,11 @@ def kind(app):
     return "tcp-" + app["protocol"]
 
 
+VENV = "/srv/venvapp/venv"
+# A virtualenv's later package sets, each a virtualenv of its own (filter uwsgi_venv_plan's HOMES_DIR).
+HOMES = "/var/lib/uwsgi-role/venvs"
+
+
 def test_playbook_covers_every_socket_kind_and_both_venvs():
     assert PLAY_VARS["uwsgi_install_method"] == "pip"
     assert sorted(kind(a) for a in APPS) == ["tcp-http", "tcp-uwsgi", "unix"]
@@ -178,10 +183,15 @@ def test_a_package_change_reloads_the_apps_and_a_pip_error_changes_nothing(host,
         assert {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in venv_apps} == pids
         # Both pins move: installed, and each app of the venv takes them as a new instance (same pool).
         pools = {a["name"]: hc.pool_pid(host, a["name"]) for a in venv_apps}
+        before_digest = host.file(f"{VENV}/.backlogops-uwsgi-deps").content_string
         host.check_output("echo flask==3.0.2 > /srv/venvapp/requirements.txt")
         changed = run_with(tmp_path, {"uwsgi_apps": with_apps(venvapp={"packages": ["flask==3.0.2"]})})
         said = hc.said(changed)
-        assert "a new instance beside the serving one (its packages changed" in said, said[-3000:]
+        assert "a new instance beside the serving one (" in said and "its packages changed" in said, said[-3000:]
+        # The serving virtualenv was never changed: the new set is a home of its own, which the ini names.
+        assert host.file(f"{VENV}/.backlogops-uwsgi-deps").content_string == before_digest
+        home = hc.parsers.parse_ini_home(host.file("/etc/uwsgi/supervisor/venvapp.ini").content_string)
+        assert home.startswith(f"{HOMES}/") and host.file(f"{home}/.backlogops-uwsgi-deps").exists
         for app in venv_apps:
             assert hc.about(host, app)["flask"] == "3.0.2"
             state, pid = hc.supervisor_state(host, app["name"])
@@ -235,9 +245,7 @@ def test_bad_dependencies_changed_nothing(dependency_runs):
     assert dependency_runs[1] == dependency_runs[2]
 
 
-VENV = "/srv/venvapp/venv"
 DIGEST = f"{VENV}/.backlogops-uwsgi-deps"
-STAGES = "/var/lib/uwsgi-role/staged-venvs"
 # Flask 1.1.4 installs on Python 3.11, and its import fails there (its Jinja2
 # 2.x imports what MarkupSafe no longer has).
 BREAKING = "flask==1.1.4"
@@ -265,18 +273,19 @@ def test_packages_that_install_but_break_the_import_are_refused_before_the_venv_
     venv_apps = [a for a in APPS if a["virtualenv"]]
     pids = {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in venv_apps}
     digest = host.file(DIGEST).content_string
+    homes = host.run(f"ls -A {HOMES}").stdout
     path = tmp_path / "breaking.json"
     path.write_text(json.dumps({"uwsgi_apps": breaking_set(host)}))
     with hc.Load(host, "breaking", {"venvapp": 8091}) as load:
         run = hc.run_playbook(PLAYBOOK, "-e", f"@{path}")
     said = hc.said(run)
     assert run.returncode != 0, said[-3000:]
-    assert "was tried aside" in said and "its new packages, staged in" in said, said[-3000:]
+    assert "was tried aside" in said and "its new packages, in their own home" in said, said[-3000:]
     assert "ImportError" in said and "soft_unicode" in said, said[-3000:]
     load.check()
     assert {a["name"]: hc.supervisor_state(host, a["name"])[1] for a in venv_apps} == pids
     assert host.file(DIGEST).content_string == digest
-    assert host.run(f"ls -A {STAGES}").stdout.strip() == ""
+    assert host.run(f"ls -A {HOMES}").stdout == homes, "the refused set's home was left"
     for app in venv_apps:
         assert hc.about(host, app)["flask"] == "3.0.3"
 
@@ -358,3 +367,45 @@ def test_a_beside_app_runs_on_the_pip_build_over_http_on_tcp(host, tmp_path):
     finally:
         run_with(tmp_path, {"uwsgi_apps": BASE_APPS + [{"name": "venvzerg", "state": "absent"}]})
     assert host.run("supervisorctl status venvzerg.a").stdout.count("no such process") == 1
+
+
+@pytest.mark.extended
+def test_a_pip_install_killed_half_way_leaves_the_serving_virtualenv_whole(host, tmp_path, requirements_kept):
+    """The controller and pip are killed (kill -9) while a new set installs:
+    the serving virtualenv was never its target, so every request through
+    nginx is still answered by the set that served; the next run installs
+    the set anew in its home and the apps take it."""
+    import os
+    import subprocess
+    import time
+
+    digest = host.file(DIGEST).content_string
+    host.check_output("echo flask==3.0.2 > /srv/venvapp/requirements.txt")
+    extra = tmp_path / "killed-pip.json"
+    extra.write_text(json.dumps({"uwsgi_apps": with_apps(venvapp={"packages": ["flask==3.0.2"]})}))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_ROLES_PATH=hc.roles_path())
+    with hc.Load(host, "killed-pip", {"venvapp": 8091}) as load:
+        run = subprocess.Popen(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(PLAYBOOK),
+                                "-e", f"@{extra}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(1200):
+                if host.run(f"pgrep -f '^{HOMES}/.*/bin/python.* install'").rc == 0:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("pip never ran into a new home")
+        finally:
+            run.kill()
+            run.wait()
+        host.run(f"pkill -9 -f '^{HOMES}/.*/bin/python.* install'")
+        for pid in host.run("grep -las BACKLOGOPS_UWSGI_RUN= /proc/[0-9]*/environ").stdout.split():
+            host.run(f"kill -9 {pid.split('/')[2]}")
+        assert host.file(DIGEST).content_string == digest
+        for app in [a for a in APPS if a["virtualenv"]]:
+            assert hc.about(host, app)["flask"] == "3.0.3"
+        again = run_with(tmp_path, {"uwsgi_apps": with_apps(venvapp={"packages": ["flask==3.0.2"]})})
+    load.check()
+    assert "its packages changed" in hc.said(again)
+    for app in [a for a in APPS if a["virtualenv"]]:
+        assert hc.about(host, app)["flask"] == "3.0.2"
+    assert host.file(DIGEST).content_string == digest
