@@ -225,3 +225,38 @@ def test_a_removal_killed_half_way_is_finished_by_the_next_run(host, tmp_path):
     assert int(host.check_output(leftovers)) == 0, host.check_output(leftovers.replace(" | grep -c", " | grep"))
     assert "gone" not in host.run("supervisorctl status").stdout
     assert not host.run("grep -rls s3cret- /etc /var/log/supervisor /run").stdout.strip()
+
+
+def test_a_switch_killed_while_the_new_instance_loads_is_finished_by_the_next_run(host, tmp_path):
+    """The controller and the switch on the host are killed while the new
+    instance imports: the serving instance goes on, and the next run finds
+    two instances, keeps the one that served and starts the change again."""
+    name = UNIX_APP["name"]
+    idle = hc.parsers.parse_supervisor_status(host.run("supervisorctl status").stdout)[name]["idle"]
+    extra = tmp_path / "killed-switch.json"
+    extra.write_text(json.dumps(with_env(IMPORT_SECONDS="6", RELEASE="killed-switch")))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_ROLES_PATH=hc.roles_path())
+    with hc.Load(host, "killed-switch", PORTS) as load:
+        run = subprocess.Popen(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(PLAYBOOK),
+                                "-e", f"@{extra}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(600):
+                if host.run(f"supervisorctl status {idle}").stdout.split()[1:2] == ["RUNNING"]:
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError("the new instance never started")
+        finally:
+            run.kill()
+            run.wait()
+        for pid in marked(host, "BACKLOGOPS_UWSGI_RUN"):
+            host.run(f"kill -9 {pid}")
+        again = hc.ok(run_with(tmp_path, "after-killed-switch", with_env(IMPORT_SECONDS="6", RELEASE="killed-switch")))
+    load.check()
+    said = hc.said(again)
+    assert "the run that held it is dead" in said, said[-3000:]
+    running = [line for line in host.run("supervisorctl status").stdout.splitlines()
+               if line.startswith(f"{name}.") and " RUNNING " in line and not line.startswith(f"{name}.socket")]
+    assert len(running) == 1, running
+    assert "killed-switch" in host.run(f"uwsgiprobe request {UNIX_APP['socket']} '/env?k=RELEASE'").stdout
+    hc.ok(run_with(tmp_path, "after-killed-switch-back", {"uwsgi_apps": BASE_APPS}))
