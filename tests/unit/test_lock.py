@@ -113,12 +113,23 @@ def test_the_module_file_is_found_where_the_role_ships_it():
     assert (ROOT / "library" / "uwsgi_lock.py").is_file()
 
 
+def started(argv, env, **kwargs):
+    """A process that has exec'd `argv` (its /proc environ is its own from then on)."""
+    proc = subprocess.Popen(argv, env=env, **kwargs)
+    for _ in range(200):
+        with open("/proc/%d/cmdline" % proc.pid, "rb") as handle:
+            if handle.read().split(b"\0")[0] == argv[0].encode():
+                return proc
+        time.sleep(0.01)
+    return proc
+
+
 def test_a_dead_run_whose_commands_still_run_keeps_its_lock_until_they_end(tmp_path, capsys):
     """Its controller is gone, but a command it started on the host (it
     carries the run's id) goes on changing the host: the lock waits for it."""
     path = tmp_path / "backlogops-uwsgi" / "lock"
     run_module(capsys, path=str(path), holder=OTHER, wait=0)
-    command = subprocess.Popen(["sleep", "30"], env={lock.RUN_MARKER: OTHER["id"], "PATH": os.environ["PATH"]})
+    command = started(["sleep", "30"], {lock.RUN_MARKER: OTHER["id"], "PATH": os.environ["PATH"]})
     try:
         assert [p["pid"] for p in lock.run_processes(OTHER["id"])] == [command.pid]
         result = run_module(capsys, path=str(path), holder=ME, wait=1, stale=OTHER["id"])
@@ -131,7 +142,7 @@ def test_a_dead_run_whose_commands_still_run_keeps_its_lock_until_they_end(tmp_p
 
 
 def test_another_runs_marker_or_none_is_not_the_holders():
-    command = subprocess.Popen(["sleep", "30"], env={lock.RUN_MARKER: OTHER["id"] + "9", "PATH": os.environ["PATH"]})
+    command = started(["sleep", "30"], {lock.RUN_MARKER: OTHER["id"] + "9", "PATH": os.environ["PATH"]})
     try:
         assert lock.run_processes(OTHER["id"]) == []
     finally:

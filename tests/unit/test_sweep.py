@@ -3,10 +3,10 @@
 those trials still run."""
 
 import os
-import subprocess
 import sys
 
 from conftest import load
+from test_lock import started
 
 for _name in ("uwsgi_host", "uwsgi_trial"):
     if "ansible.module_utils." + _name not in sys.modules:
@@ -20,9 +20,9 @@ def test_a_dead_runs_trial_goes_with_what_it_still_runs(tmp_path):
     (trial / "env.ini").write_text("[uwsgi]\nenv = SECRET=1\n")
     (tmp_path / "other").mkdir()
     # A trial's uWSGI (or a daemon its import forked) carries the trial's marker.
-    left = subprocess.Popen(["sleep", "60"], env={files.TRIAL_MARKER: str(trial), "PATH": os.environ["PATH"]},
-                            start_new_session=True)
-    stranger = subprocess.Popen(["sleep", "60"], env={files.TRIAL_MARKER: str(trial) + "x", "PATH": os.environ["PATH"]})
+    left = started(["sleep", "60"], {files.TRIAL_MARKER: str(trial), "PATH": os.environ["PATH"]},
+                   start_new_session=True)
+    stranger = started(["sleep", "60"], {files.TRIAL_MARKER: str(trial) + "x", "PATH": os.environ["PATH"]})
     try:
         assert files.sweep_dead_trials(run_dir=str(tmp_path)) == [str(trial)]
         assert left.wait(timeout=5) == -9 and stranger.poll() is None

@@ -44,6 +44,22 @@ def marked(host, name, value=""):
     return sorted(int(path.split("/")[2]) for path in out.split())
 
 
+def start_run(path, **pipes):
+    """The playbook run with extra vars from `path`, in the background (to be killed or waited for)."""
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_ROLES_PATH=hc.roles_path())
+    return subprocess.Popen(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(PLAYBOOK),
+                             "-e", f"@{path}"], env=env, **(pipes or {"stdout": subprocess.DEVNULL,
+                                                                      "stderr": subprocess.DEVNULL}))
+
+
+def kill_run(host, run):
+    """Kill a background run on the controller and whatever it runs on the host (kill -9 both)."""
+    run.kill()
+    run.wait()
+    for pid in marked(host, "BACKLOGOPS_UWSGI_RUN"):
+        host.run(f"kill -9 {pid}")
+
+
 def test_a_dead_runs_command_keeps_the_lock_until_it_ends(host, tmp_path):
     """The controller is gone, but a command its run started on the host (it
     carries the run's id) still runs: the lock is not taken from it."""
@@ -72,10 +88,8 @@ def test_a_trial_killed_with_its_run_leaves_nothing_the_next_run_keeps(host, tmp
     serves throughout."""
     extra = tmp_path / "slow.json"
     extra.write_text(json.dumps(with_env(IMPORT_SECONDS="30")))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_ROLES_PATH=hc.roles_path())
     with hc.Load(host, "killed-trial", PORTS) as load:
-        run = subprocess.Popen(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(PLAYBOOK),
-                                "-e", f"@{extra}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run = start_run(extra)
         try:
             for _ in range(300):
                 if host.run("ls -d /run/uwsgi-trial.*").rc == 0 and marked(host, "BACKLOGOPS_UWSGI_TRIAL"):
@@ -84,10 +98,7 @@ def test_a_trial_killed_with_its_run_leaves_nothing_the_next_run_keeps(host, tmp
             else:
                 raise AssertionError("the trial never started")
         finally:
-            run.kill()
-            run.wait()
-        for pid in marked(host, "BACKLOGOPS_UWSGI_RUN"):
-            host.run(f"kill -9 {pid}")
+            kill_run(host, run)
         left = host.run("ls -d /run/uwsgi-trial.*").stdout.split()
         assert left and host.file(f"{left[0]}/env.ini").exists
         assert marked(host, "BACKLOGOPS_UWSGI_TRIAL"), "the killed trial's uWSGI is expected to outlive its run"
@@ -165,9 +176,7 @@ def test_a_restart_of_everything_during_a_switch_is_not_the_changes_fault(host, 
     idle = status[name]["idle"]
     extra = tmp_path / "restart-all.json"
     extra.write_text(json.dumps(with_env(IMPORT_SECONDS="6")))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_ROLES_PATH=hc.roles_path())
-    run = subprocess.Popen(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(PLAYBOOK),
-                            "-e", f"@{extra}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = start_run(extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(600):
             if host.run(f"supervisorctl status {idle}").stdout.split()[1:2] == ["RUNNING"]:
@@ -203,10 +212,8 @@ def test_a_removal_killed_half_way_is_finished_by_the_next_run(host, tmp_path):
     assert int(host.check_output(leftovers)) > 0
     removing = tmp_path / "removing.json"
     removing.write_text(json.dumps({"uwsgi_apps": BASE_APPS, "uwsgi_unlisted_apps": "remove"}))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_ROLES_PATH=hc.roles_path())
     with hc.Load(host, "killed-removal", PORTS) as load:
-        run = subprocess.Popen(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(PLAYBOOK),
-                                "-e", f"@{removing}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run = start_run(removing)
         try:
             for _ in range(1200):
                 if host.run("pgrep -f 'supervisorctl stop gone'").rc == 0:
@@ -215,10 +222,7 @@ def test_a_removal_killed_half_way_is_finished_by_the_next_run(host, tmp_path):
             else:
                 raise AssertionError("the removal never stopped the apps")
         finally:
-            run.kill()
-            run.wait()
-        for pid in marked(host, "BACKLOGOPS_UWSGI_RUN"):
-            host.run(f"kill -9 {pid}")
+            kill_run(host, run)
         again = hc.ok(run_with(tmp_path, "removal-again", {"uwsgi_apps": BASE_APPS, "uwsgi_unlisted_apps": "remove"}))
     load.check()
     assert "the run that held it is dead" in hc.said(again)
@@ -235,10 +239,8 @@ def test_a_switch_killed_while_the_new_instance_loads_is_finished_by_the_next_ru
     idle = hc.parsers.parse_supervisor_status(host.run("supervisorctl status").stdout)[name]["idle"]
     extra = tmp_path / "killed-switch.json"
     extra.write_text(json.dumps(with_env(IMPORT_SECONDS="6", RELEASE="killed-switch")))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_ROLES_PATH=hc.roles_path())
     with hc.Load(host, "killed-switch", PORTS) as load:
-        run = subprocess.Popen(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(PLAYBOOK),
-                                "-e", f"@{extra}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run = start_run(extra)
         try:
             for _ in range(600):
                 if host.run(f"supervisorctl status {idle}").stdout.split()[1:2] == ["RUNNING"]:
@@ -247,10 +249,7 @@ def test_a_switch_killed_while_the_new_instance_loads_is_finished_by_the_next_ru
             else:
                 raise AssertionError("the new instance never started")
         finally:
-            run.kill()
-            run.wait()
-        for pid in marked(host, "BACKLOGOPS_UWSGI_RUN"):
-            host.run(f"kill -9 {pid}")
+            kill_run(host, run)
         again = hc.ok(run_with(tmp_path, "after-killed-switch", with_env(IMPORT_SECONDS="6", RELEASE="killed-switch")))
     load.check()
     said = hc.said(again)
