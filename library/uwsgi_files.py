@@ -199,7 +199,13 @@ def write_file(module, spec, secret, result):
         if not module.check_mode:
             if before not in (None, NOT_REGULAR) and spec.get("backup"):
                 result["backups"][path] = backup(path)
-            replace(module, spec, path, content)
+            try:
+                replace(module, spec, path, content)
+            except OSError:
+                # The file was not replaced: its fresh backup would only be left behind.
+                if path in result["backups"]:
+                    os.unlink(result["backups"].pop(path))
+                raise
             result["undo"].append((path, result["backups"].get(path), before is None))
     else:
         diff = {"before": {"path": path}, "after": {"path": path}}

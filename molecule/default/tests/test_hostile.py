@@ -54,11 +54,14 @@ def test_a_lock_an_app_user_holds_in_run_lock_does_not_block_the_run(host, tmp_p
 
 
 def test_a_run_stopped_by_a_full_disk_gives_the_lock_back_and_leaves_no_backup(host, tmp_path):
-    """The ini directory fills up while a change is written: every file is put
-    back, no backup stays, and the lock is free for any controller at once."""
+    """The ini directory fills up while a change is written (one inode left:
+    preflight sees room, the write takes it): every file is put back, no
+    backup stays, and the lock is free for any controller at once."""
     before = host.check_output(f"sha256sum {CONFIG}/*")
-    host.check_output(f"mkdir -p /tmp/cfg && cp -a {CONFIG}/. /tmp/cfg/ && mount -t tmpfs -o size=256k tmpfs {CONFIG}"
-                      f" && cp -a /tmp/cfg/. {CONFIG}/ && (dd if=/dev/zero of={CONFIG}/.fill bs=4k 2>/dev/null; true)")
+    host.check_output(f"mkdir -p /tmp/cfg && cp -a {CONFIG}/. /tmp/cfg/"
+                      f" && mount -t tmpfs -o size=4m,nr_inodes=2000 tmpfs {CONFIG} && cp -a /tmp/cfg/. {CONFIG}/"
+                      f" && {{ i=0; while [ $i -lt 3000 ] && touch {CONFIG}/.fill$i 2>/dev/null; do i=$((i+1)); done;"
+                      f" rm {CONFIG}/.fill0; }}")
     try:
         run = run_with(tmp_path, "enospc", changed_app(listen=3000))
         said = hc.said(run)
@@ -66,7 +69,7 @@ def test_a_run_stopped_by_a_full_disk_gives_the_lock_back_and_leaves_no_backup(h
         assert "Every file this run had written was put back" in said, said[-2500:]
         lock_is_free(host)
         assert not host.run(f"ls -a {CONFIG} /etc/supervisor/conf.d | grep '~$'").stdout.strip()
-        host.check_output(f"rm -f {CONFIG}/.fill")
+        host.check_output(f"rm -f {CONFIG}/.fill*")
         assert host.check_output(f"sha256sum {CONFIG}/*") == before
     finally:
         host.run(f"umount {CONFIG}; rm -rf /tmp/cfg")
