@@ -78,6 +78,8 @@ from ansible.module_utils.uwsgi_host import (
 )
 
 GONE = ("STOPPED", "EXITED", "FATAL")
+# Polls (0.2 s) an instance stopped from outside is given to be started again: a restart.
+OUTSIDE_RESTART_POLLS = 50
 # The steps the switch runs itself (Switch.step); the others are supervisorctl's verbs, and wait.
 OWN_STEPS = ("share", "stage", "steer", "rename", "drain")
 
@@ -194,27 +196,31 @@ class Switch:
         someone else asked of Supervisor meanwhile (`supervisorctl restart`)
         is no failure of the app: its new process is waited for instead."""
         deadline = time.monotonic() + float(item.get("timeout") or 60)
-        first_pid = None
+        first_pid, outside_polls = None, 0
         while True:
             entry = self.status().get(program, {})
-            pid = entry.get("pid") if entry.get("state") == "RUNNING" else None
+            state = entry.get("state")
+            pid = entry.get("pid") if state == "RUNNING" else None
             first_pid = first_pid or pid
-            if pid and pid != first_pid and self.ending(program, first_pid) == "stopped":
+            if pid and pid != first_pid:
+                if self.ending(program, first_pid) != "stopped":
+                    return "its app did not load: its master exited after it started, and Supervisor started it again"
                 self.disturbed.append("%s was restarted from outside this run (pid %d, then %d); its new process "
                                       "was proven instead" % (program, first_pid, pid))
-                first_pid = pid
-            if pid and pid != first_pid:
-                return "its app did not load: its master exited after it started, and Supervisor started it again"
+                first_pid, outside_polls = pid, 0
             if pid and children(pid) >= int(item.get("children") or 1):
                 return None
-            if entry.get("state") in GONE and first_pid and self.ending(program, first_pid) == "stopped":
-                return ("it was stopped from outside this run (Supervisor says %s; supervisorctl stop?) before it "
-                        "had its workers, so whether its app loads is not known; run again" % entry.get("state"))
-            if entry.get("state") == "FATAL" or (entry.get("state") in GONE and first_pid):
-                return "its app did not load: Supervisor says %s" % entry.get("state")
+            if state in GONE and first_pid and self.ending(program, first_pid) == "stopped":
+                # `supervisorctl restart all` stops everything before it starts anything again.
+                outside_polls += 1
+                if outside_polls > OUTSIDE_RESTART_POLLS:
+                    return ("it was stopped from outside this run (Supervisor says %s; supervisorctl stop?) before "
+                            "it had its workers, so whether its app loads is not known; run again" % state)
+            elif state == "FATAL" or (state in GONE and first_pid):
+                return "its app did not load: Supervisor says %s" % state
             if time.monotonic() > deadline:
                 return "its app was not loaded with its workers within %s s (Supervisor says %s)" % (
-                    item.get("timeout"), entry.get("state", "not loaded"))
+                    item.get("timeout"), state or "not loaded")
             time.sleep(0.2)
 
     def staged(self, item):

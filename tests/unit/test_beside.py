@@ -340,3 +340,15 @@ def test_a_stop_from_outside_is_named_not_blamed_on_the_app(monkeypatch):
     statuses = ["zapp.b  RUNNING   pid 301, uptime 0:00:01", "zapp.b  STOPPED   Dec 07 03:00 AM"]
     why, _ = waiting(monkeypatch, statuses, log, children=0)
     assert why.startswith("it was stopped from outside this run") and "did not load" not in why
+
+
+def test_a_restart_of_everything_stops_before_it_starts_and_is_no_stop(monkeypatch):
+    """`supervisorctl restart all` stops every program first: the instance is
+    STOPPED for a while, then started again, and its new process is proven."""
+    stopped = ("2026-12-07 03:00:00,001 INFO spawned: 'zapp.b' with pid 301\n"
+               "2026-12-07 03:00:01,501 INFO stopped: zapp.b (terminated by SIGTERM)\n")
+    statuses = (["zapp.b  RUNNING   pid 301, uptime 0:00:01"] + ["zapp.b  STOPPED   Dec 07 03:00 AM"] * 20
+                + ["zapp.b  RUNNING   pid 302, uptime 0:00:01"])
+    why, disturbed = waiting(monkeypatch, statuses, stopped)
+    assert why is None and disturbed == [
+        "zapp.b was restarted from outside this run (pid 301, then 302); its new process was proven instead"]
