@@ -398,10 +398,8 @@ def _dependency_errors(where, app, settings):
     return errors
 
 
-def uwsgi_input_errors(apps, settings, sysctls):
-    """Every input error the argument specs cannot express, each saying what to change.
-
-    sysctls: the kernel limits the run persists (net.core.somaxconn, ...)."""
+def _setting_errors(settings, sysctls):
+    """The role-wide variables' errors."""
     errors = []
     somaxconn = int(sysctls["net.core.somaxconn"])
     syn = int(sysctls["net.ipv4.tcp_max_syn_backlog"])
@@ -423,132 +421,206 @@ def uwsgi_input_errors(apps, settings, sysctls):
         if not re.match(r"^/[A-Za-z0-9._/+@-]*$", value):
             errors.append("uwsgi_%s %r must be an absolute path of letters, digits and . _ - / + @ only (it is "
                           "written into Supervisor, uWSGI and tmpfiles.d files)." % (var, value))
-    names, sockets = set(), {}
-    for index, app in enumerate(apps):
-        where = _where(index, app)
-        if not re.match(r"^[A-Za-z0-9_-]+$", app["name"]):
-            errors.append('%s: name "%s" is used in file and program names; use letters, digits, _ and - only.'
-                          % (where, app["name"]))
-        if app["name"] in names:
-            errors.append('%s: name "%s" is used by another app; give each app its own name.' % (where, app["name"]))
-        if app["name"] == SAMPLER_PROGRAM:
-            errors.append('%s: name "%s" is the Supervisor program of the role\'s listen-queue sampler; give the app '
-                          'another name.' % (where, app["name"]))
-        elif app["name"].lower() in RESERVED_NAMES:
-            errors.append('%s: name "%s" means something of its own to Supervisor (supervisorctl takes "all" for '
-                          "every program; supervisord's own files use its name); give the app another name."
-                          % (where, app["name"]))
-        longest = len(app["name"].encode()) + LONGEST_SUFFIX
-        if longest > NAME_MAX:
-            errors.append("%s: name is %d bytes long: the longest file name the role writes for it (a backup of its "
-                          "environment file) would be %d bytes, above the %d a file name may have; use at most %d."
-                          % (where, len(app["name"].encode()), longest, NAME_MAX, NAME_MAX - LONGEST_SUFFIX))
-        names.add(app["name"])
-        if app["state"] != "present":
+    return errors
+
+
+def _name_errors(where, app, names):
+    """An app's name: its characters, unique, not Supervisor's or the sampler's, short enough."""
+    errors = []
+    if not re.match(r"^[A-Za-z0-9_-]+$", app["name"]):
+        errors.append('%s: name "%s" is used in file and program names; use letters, digits, _ and - only.'
+                      % (where, app["name"]))
+    if app["name"] in names:
+        errors.append('%s: name "%s" is used by another app; give each app its own name.' % (where, app["name"]))
+    if app["name"] == SAMPLER_PROGRAM:
+        errors.append('%s: name "%s" is the Supervisor program of the role\'s listen-queue sampler; give the app '
+                      'another name.' % (where, app["name"]))
+    elif app["name"].lower() in RESERVED_NAMES:
+        errors.append('%s: name "%s" means something of its own to Supervisor (supervisorctl takes "all" for '
+                      "every program; supervisord's own files use its name); give the app another name."
+                      % (where, app["name"]))
+    longest = len(app["name"].encode()) + LONGEST_SUFFIX
+    if longest > NAME_MAX:
+        errors.append("%s: name is %d bytes long: the longest file name the role writes for it (a backup of its "
+                      "environment file) would be %d bytes, above the %d a file name may have; use at most %d."
+                      % (where, len(app["name"].encode()), longest, NAME_MAX, NAME_MAX - LONGEST_SUFFIX))
+    return errors
+
+
+def _listen_errors(where, app, ctx):
+    listen, somaxconn = app["listen"], ctx["somaxconn"]
+    if listen < 1 or listen > 65535:
+        return ["%s: listen (%d) must be between 1 and 65535." % (where, listen)]
+    if listen > somaxconn:
+        return ["%s: listen (%d) exceeds uwsgi_somaxconn (%d), so uWSGI would refuse to start; raise "
+                "uwsgi_somaxconn to at least %d (or leave it unset to derive it) or lower the listen."
+                % (where, listen, somaxconn, listen)]
+    return []
+
+
+def _socket_errors(where, app, ctx):
+    """The socket's form, and no socket or port of another app (ctx["sockets"] collects them)."""
+    errors = []
+    socket = app["socket"]
+    if app["socket_kind"] == "tcp":
+        port = socket.rsplit(":", 1)[-1]
+        if not re.match(r"^[^/\s]*:[0-9]{1,5}$", socket) or not 1 <= int(port or 0) <= 65535:
+            errors.append('%s: socket "%s" is neither an absolute unix socket path nor host:port with a port '
+                          "from 1 to 65535." % (where, socket))
+    elif not re.match(r"^/[A-Za-z0-9._/@+-]+$", socket) or "/../" in socket + "/" or socket.endswith("/"):
+        errors.append('%s: socket "%s" is not a plain absolute path; use letters, digits and . _ - / @ + only.'
+                      % (where, socket))
+    key = host.socket_key(socket)
+    if key in ctx["sockets"]:
+        errors.append('%s: socket "%s" is already used by app %s; give each app its own socket or port.'
+                      % (where, socket, ctx["sockets"][key]))
+    ctx["sockets"].setdefault(key, app["name"])
+    return errors
+
+
+def _worker_errors(where, app, _ctx):
+    if app["processes"] < 1 or app["threads"] < 1:
+        return ["%s: processes (%d) and threads (%d) must each be at least 1."
+                % (where, app["processes"], app["threads"])]
+    return []
+
+
+def _chmod_errors(where, app, ctx):
+    if not re.match(r"^[0-7]{3,4}$", app["chmod_socket"]):
+        return ['%s: chmod_socket "%s" is not an octal mode such as "660".' % (where, app["chmod_socket"])]
+    if app["chmod_socket"][-1] in "2367" and not ctx["settings"].get("allow_world_writable_socket"):
+        return ["%s: chmod_socket %s lets every local user write to the socket; use 660 with a group the "
+                "web server is in, or set uwsgi_allow_world_writable_socket: true." % (where, app["chmod_socket"])]
+    return []
+
+
+def _identity_errors(where, app, ctx):
+    errors = ['%s: %s "%s" is not a user or group name or number.' % (where, field, app[field])
+              for field in ("uid", "gid") if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$", app[field])]
+    if app["uid"] in ("root", "0") and not ctx["settings"].get("allow_root"):
+        errors.append("%s: uid %s runs the app as root; use an unprivileged user such as www-data, or set "
+                      "uwsgi_allow_root: true if you really mean it." % (where, app["uid"]))
+    return errors
+
+
+def _option_keys(app):
+    """An app's options by their uWSGI spelling (lower case, - for _): {spelling: key as given}."""
+    return {str(k).replace("_", "-").lower(): k for k in app["options"]}
+
+
+def _loader_errors(where, app, _ctx):
+    if not app["module"] and not APP_LOADERS.intersection(_option_keys(app)):
+        return ["%s: no app to load; set module (for example myapp:app) or an extra option wsgi-file or mount."
+                % where]
+    return []
+
+
+def _option_value_errors(where, original, value):
+    if isinstance(value, (dict, list)):
+        return ["%s: options.%s has a %s value, which uwsgi.ini cannot hold; give a string, a number, a boolean "
+                "or a list of those." % (where, original, "dict" if isinstance(value, dict) else "list")]
+    if value is None:
+        return ["%s: options.%s has no value; give one, or remove the key." % (where, original)]
+    if not _one_line(str(value)):
+        return ["%s: options.%s holds a line break or NUL, which would add lines to uwsgi.ini; give a single line."
+                % (where, original)]
+    return []
+
+
+def _option_errors(where, app, _ctx):
+    """Each extra option: no socket of its own, none the role sets, values one ini line can hold."""
+    errors = []
+    options = app["options"]
+    for key, original in sorted(_option_keys(app).items()):
+        if key not in RESERVED_OPTIONS and (key in SOCKET_OPTIONS or key.endswith("-socket")
+                                            or key.startswith(SOCKET_OPTION_PREFIXES)):
+            errors.append("%s: options.%s binds a socket or port of its own; only the app's socket (with "
+                          "protocol) may, so that no two apps and no program the role does not own share a "
+                          "socket path or port. Give this endpoint an app of its own." % (where, original))
             continue
-        errors.extend(_dependency_errors(where, app, settings))
-        listen = app["listen"]
-        if listen < 1 or listen > 65535:
-            errors.append("%s: listen (%d) must be between 1 and 65535." % (where, listen))
-        elif listen > somaxconn:
-            errors.append("%s: listen (%d) exceeds uwsgi_somaxconn (%d), so uWSGI would refuse to start; raise "
-                          "uwsgi_somaxconn to at least %d (or leave it unset to derive it) or lower the listen."
-                          % (where, listen, somaxconn, listen))
-        socket = app["socket"]
-        if app["socket_kind"] == "tcp":
-            port = socket.rsplit(":", 1)[-1]
-            if not re.match(r"^[^/\s]*:[0-9]{1,5}$", socket) or not 1 <= int(port or 0) <= 65535:
-                errors.append('%s: socket "%s" is neither an absolute unix socket path nor host:port with a port '
-                              "from 1 to 65535." % (where, socket))
-        elif not re.match(r"^/[A-Za-z0-9._/@+-]+$", socket) or "/../" in socket + "/" or socket.endswith("/"):
-            errors.append('%s: socket "%s" is not a plain absolute path; use letters, digits and . _ - / @ + only.'
-                          % (where, socket))
-        key = host.socket_key(socket)
-        if key in sockets:
-            errors.append('%s: socket "%s" is already used by app %s; give each app its own socket or port.'
-                          % (where, socket, sockets[key]))
-        sockets.setdefault(key, app["name"])
-        if app["processes"] < 1 or app["threads"] < 1:
-            errors.append("%s: processes (%d) and threads (%d) must each be at least 1."
-                          % (where, app["processes"], app["threads"]))
-        if not re.match(r"^[0-7]{3,4}$", app["chmod_socket"]):
-            errors.append('%s: chmod_socket "%s" is not an octal mode such as "660".' % (where, app["chmod_socket"]))
-        elif app["chmod_socket"][-1] in "2367" and not settings.get("allow_world_writable_socket"):
-            errors.append("%s: chmod_socket %s lets every local user write to the socket; use 660 with a group the "
-                          "web server is in, or set uwsgi_allow_world_writable_socket: true."
-                          % (where, app["chmod_socket"]))
-        for field in ("uid", "gid"):
-            if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$", app[field]):
-                errors.append('%s: %s "%s" is not a user or group name or number.' % (where, field, app[field]))
-        if app["uid"] in ("root", "0") and not settings.get("allow_root"):
-            errors.append("%s: uid %s runs the app as root; use an unprivileged user such as www-data, or set "
-                          "uwsgi_allow_root: true if you really mean it." % (where, app["uid"]))
-        options = app["options"]
-        option_keys = {str(k).replace("_", "-").lower(): k for k in options}
-        if not app["module"] and not APP_LOADERS.intersection(option_keys):
-            errors.append("%s: no app to load; set module (for example myapp:app) or an extra option wsgi-file or "
-                          "mount." % where)
-        for key, original in sorted(option_keys.items()):
-            if key not in RESERVED_OPTIONS and (key in SOCKET_OPTIONS or key.endswith("-socket")
-                                                or key.startswith(SOCKET_OPTION_PREFIXES)):
-                errors.append("%s: options.%s binds a socket or port of its own; only the app's socket (with "
-                              "protocol) may, so that no two apps and no program the role does not own share a "
-                              "socket path or port. Give this endpoint an app of its own." % (where, original))
-                continue
-            if key in RESERVED_OPTIONS:
-                instead = RESERVED_OPTIONS[key]
-                fix = ("use the app's %s instead" % instead) if not instead.startswith("(") else (
-                    "the role handles it %s" % instead)
-                errors.append("%s: options.%s is set by the role and cannot be overridden through options; %s."
-                              % (where, original, fix))
-                continue
-            values = options[original] if isinstance(options[original], list) else [options[original]]
-            for value in values:
-                if isinstance(value, (dict, list)):
-                    errors.append("%s: options.%s has a %s value, which uwsgi.ini cannot hold; give a string, a "
-                                  "number, a boolean or a list of those." % (where, original, "dict" if isinstance(value, dict) else "list"))
-                elif value is None:
-                    errors.append("%s: options.%s has no value; give one, or remove the key." % (where, original))
-                elif not _one_line(str(value)):
-                    errors.append("%s: options.%s holds a line break or NUL, which would add lines to uwsgi.ini; "
-                                  "give a single line." % (where, original))
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", str(original)):
-                errors.append('%s: options key "%s" is not a uWSGI option name.' % (where, original))
-        ini_names = ROLE_INI_KEYS | set(option_keys) | set(map(str, options))
-        for key, value in sorted((app["environment"] or {}).items()):
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
-                errors.append('%s: environment key "%s" is not a variable name (letters, digits and _).'
-                              % (where, key))
-            elif str(key).upper().startswith("UWSGI_"):
-                errors.append("%s: environment.%s: uWSGI reads UWSGI_* variables as its own options (at every "
-                              "reload); set the option in options instead." % (where, key))
-            if isinstance(value, (dict, list)) or value is None:
-                errors.append("%s: environment.%s must be a string or a number." % (where, key))
-            elif _uncarried(value, ini_names):
-                errors.append("%s: environment.%s %s; remove it from the value."
-                              % (where, key, _uncarried(value, ini_names)))
-        if app.get("check_path") is not None and not re.match(r"^/[\x21-\x7e]*$", str(app["check_path"])):
-            errors.append("%s: check_path %r must be a path starting with / without blanks." % (where, app["check_path"]))
-        if not re.match(r"^\d+(KB|MB|GB)?$", str(app.get("log_max_bytes", "50MB"))):
-            errors.append("%s: log_max_bytes %r is not a size Supervisor reads; give bytes, or a number with KB, MB "
-                          "or GB, such as 50MB." % (where, app.get("log_max_bytes")))
-        if app.get("log_backups", 0) < 0:
-            errors.append("%s: log_backups (%d) must be 0 or more." % (where, app["log_backups"]))
-        if app.get("revision") is not None and not re.match(r"^[\x21-\x7e]{1,200}$", app["revision"]):
-            errors.append("%s: revision %r must be one word of printable characters (a git SHA, a tag, a release "
-                          "name), at most 200." % (where, app["revision"]))
-        if app.get("ready_timeout", 1) < 1:
-            errors.append("%s: ready_timeout (%d) must be at least 1 second." % (where, app["ready_timeout"]))
-        for field in ("module", "chdir", "virtualenv"):
-            value = app[field]
-            if value is None:
-                continue
-            if _uncarried(value, ini_names):
-                errors.append("%s: %s %s." % (where, field, _uncarried(value, ini_names)))
-            elif field != "module" and (not str(value).startswith("/") or re.search(r"\s", str(value))):
-                errors.append("%s: %s %r must be an absolute path without blanks." % (where, field, value))
-            elif field == "module" and re.search(r"\s", str(value)):
-                errors.append("%s: module %r holds blanks; give a module such as myapp:app." % (where, value))
+        if key in RESERVED_OPTIONS:
+            instead = RESERVED_OPTIONS[key]
+            fix = ("use the app's %s instead" % instead) if not instead.startswith("(") else (
+                "the role handles it %s" % instead)
+            errors.append("%s: options.%s is set by the role and cannot be overridden through options; %s."
+                          % (where, original, fix))
+            continue
+        values = options[original] if isinstance(options[original], list) else [options[original]]
+        for value in values:
+            errors.extend(_option_value_errors(where, original, value))
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", str(original)):
+            errors.append('%s: options key "%s" is not a uWSGI option name.' % (where, original))
+    return errors
+
+
+def _ini_names(app):
+    """The option names an app's ini may set: a `%(NAME)` of one is replaced by uWSGI."""
+    return ROLE_INI_KEYS | set(_option_keys(app)) | set(map(str, app["options"]))
+
+
+def _environment_errors(where, app, _ctx):
+    errors = []
+    ini_names = _ini_names(app)
+    for key, value in sorted((app["environment"] or {}).items()):
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
+            errors.append('%s: environment key "%s" is not a variable name (letters, digits and _).' % (where, key))
+        elif str(key).upper().startswith("UWSGI_"):
+            errors.append("%s: environment.%s: uWSGI reads UWSGI_* variables as its own options (at every "
+                          "reload); set the option in options instead." % (where, key))
+        if isinstance(value, (dict, list)) or value is None:
+            errors.append("%s: environment.%s must be a string or a number." % (where, key))
+        elif _uncarried(value, ini_names):
+            errors.append("%s: environment.%s %s; remove it from the value." % (where, key, _uncarried(value, ini_names)))
+    return errors
+
+
+def _field_errors(where, app, _ctx):
+    """The single-value fields: check_path, log rotation, revision, ready_timeout."""
+    errors = []
+    if app.get("check_path") is not None and not re.match(r"^/[\x21-\x7e]*$", str(app["check_path"])):
+        errors.append("%s: check_path %r must be a path starting with / without blanks." % (where, app["check_path"]))
+    if not re.match(r"^\d+(KB|MB|GB)?$", str(app.get("log_max_bytes", "50MB"))):
+        errors.append("%s: log_max_bytes %r is not a size Supervisor reads; give bytes, or a number with KB, MB "
+                      "or GB, such as 50MB." % (where, app.get("log_max_bytes")))
+    if app.get("log_backups", 0) < 0:
+        errors.append("%s: log_backups (%d) must be 0 or more." % (where, app["log_backups"]))
+    if app.get("revision") is not None and not re.match(r"^[\x21-\x7e]{1,200}$", app["revision"]):
+        errors.append("%s: revision %r must be one word of printable characters (a git SHA, a tag, a release "
+                      "name), at most 200." % (where, app["revision"]))
+    if app.get("ready_timeout", 1) < 1:
+        errors.append("%s: ready_timeout (%d) must be at least 1 second." % (where, app["ready_timeout"]))
+    return errors
+
+
+def _path_errors(where, app, _ctx):
+    """module, chdir and virtualenv: values an ini line carries; the two paths absolute, none with blanks."""
+    errors = []
+    ini_names = _ini_names(app)
+    for field in ("module", "chdir", "virtualenv"):
+        value = app[field]
+        if value is None:
+            continue
+        if _uncarried(value, ini_names):
+            errors.append("%s: %s %s." % (where, field, _uncarried(value, ini_names)))
+        elif field != "module" and (not str(value).startswith("/") or re.search(r"\s", str(value))):
+            errors.append("%s: %s %r must be an absolute path without blanks." % (where, field, value))
+        elif field == "module" and re.search(r"\s", str(value)):
+            errors.append("%s: module %r holds blanks; give a module such as myapp:app." % (where, value))
+    return errors
+
+
+def _dependency_rule(where, app, ctx):
+    return _dependency_errors(where, app, ctx["settings"])
+
+
+# The rules of a present app, in the order their errors are listed.
+APP_RULES = (_dependency_rule, _listen_errors, _socket_errors, _worker_errors, _chmod_errors, _identity_errors,
+             _loader_errors, _option_errors, _environment_errors, _field_errors, _path_errors)
+
+
+def _list_errors(apps, settings):
+    """uwsgi_logrotate_options and uwsgi_reload_apps."""
+    errors = []
     for option in settings.get("logrotate_options") or []:
         if not _one_line(str(option)) or re.search(r"[{}]", str(option)):
             errors.append("uwsgi_logrotate_options: %r must be one logrotate directive on one line, without braces."
@@ -560,6 +632,23 @@ def uwsgi_input_errors(apps, settings, sysctls):
                       "(%s), or leave it empty for all of them." % (", ".join(unknown), "is" if len(unknown) == 1
                                                                     else "are", ", ".join(sorted(present)) or "none"))
     return errors
+
+
+def uwsgi_input_errors(apps, settings, sysctls):
+    """Every input error the argument specs cannot express, each saying what to change.
+
+    sysctls: the kernel limits the run persists (net.core.somaxconn, ...)."""
+    errors = _setting_errors(settings, sysctls)
+    ctx = {"settings": settings, "somaxconn": int(sysctls["net.core.somaxconn"]), "sockets": {}}
+    names = set()
+    for index, app in enumerate(apps):
+        where = _where(index, app)
+        errors.extend(_name_errors(where, app, names))
+        names.add(app["name"])
+        if app["state"] == "present":
+            for rule in APP_RULES:
+                errors.extend(rule(where, app, ctx))
+    return errors + _list_errors(apps, settings)
 
 
 # The Supervisor program of the listen-queue sampler (files/uwsgi_sampler.py).
