@@ -240,17 +240,10 @@ def _layout_errors(where, app, record):
             "add it back." % where]
 
 
-def uwsgi_host_plan(apps, probe, settings):
-    """What this run does on the host, decided from the probe: errors found
-    before any change, warnings, directories, tmpfiles entries, what to remove,
-    and the identities the rollback restores."""
+def _unlisted(apps, managed, policy):
+    """Managed programs no longer listed: (removing, kept, errors, warnings) by uwsgi_unlisted_apps."""
     errors, warnings = [], []
-    managed = probe.get("managed", {})
-    listed = {app["name"] for app in apps}
-    present = [app for app in apps if app["state"] == "present"]
-    unlisted = sorted(set(managed) - listed)
-    policy = settings.get("unlisted_apps", "warn")
-
+    unlisted = sorted(set(managed) - {app["name"] for app in apps})
     removing = {app["name"] for app in apps if app["state"] == "absent"}
     if unlisted and policy == "remove":
         removing.update(unlisted)
@@ -262,133 +255,171 @@ def uwsgi_host_plan(apps, probe, settings):
         warnings.append("programs managed by this role are not listed in uwsgi_apps and keep running as they are: "
                         "%s. List each (state: absent removes it), or set uwsgi_unlisted_apps: remove."
                         % ", ".join(unlisted))
-    kept = [name for name in unlisted if name not in removing]
+    return unlisted, removing, [name for name in unlisted if name not in removing], errors, warnings
 
-    users, groups = probe.get("users", {}), probe.get("groups", {})
-    dirs_info = probe.get("dirs", {})
-    role_dirs = {}
-    for index, app in enumerate(apps):
-        if app["state"] != "present":
-            continue
-        where = _where(index, app)
-        user, group = users.get(app["uid"], {}), groups.get(app["gid"], {})
-        if not user.get("exists"):
-            errors.append("%s: user %s does not exist on this host; create it first (ansible.builtin.user) or set "
-                          "uid to an existing user." % (where, app["uid"]))
-        if not group.get("exists"):
-            errors.append("%s: group %s does not exist on this host; create it first (ansible.builtin.group) or set "
-                          "gid to an existing group." % (where, app["gid"]))
-        errors += _path_errors(where, app, probe.get("paths") or {}, settings)
-        if not settings.get("allow_root"):
-            if user.get("exists") and user.get("uid") == 0 and app["uid"] not in ("root", "0"):
-                errors.append("%s: user %s has uid 0 on this host: it is root under another name; use an "
-                              "unprivileged user, or set uwsgi_allow_root: true if you really mean it."
-                              % (where, app["uid"]))
-            if group.get("exists") and group.get("gid") == 0:
-                errors.append("%s: group %s has gid 0 on this host (root's group); use an unprivileged group, or "
-                              "set uwsgi_allow_root: true if you really mean it." % (where, app["gid"]))
-        venv = (probe.get("venvs") or {}).get(app.get("uwsgi_venv")) or {}
-        if venv.get("writable_by"):
-            errors.append("%s: virtualenv %s can be changed by someone other than root: %s. The role runs its pip "
-                          "and builds uWSGI there as root, so it must be root's alone (chown -R root:root and no "
-                          "group or other write, on it and the directories above it), or choose another "
-                          "virtualenv." % (where, app["uwsgi_venv"], venv["writable_by"]))
-        requirements = (probe.get("requirements_writable_by") or {}).get(app.get("requirements"))
-        if requirements:
-            errors.append("%s: requirements file %s can be changed by someone other than root: %s. Root's pip reads "
-                          "it, so it must be root's alone (and the directories above it), or copy it somewhere that "
-                          "is." % (where, app["requirements"], requirements))
-        foreign = probe.get("foreign_programs") or {}
-        if app["name"] in foreign and app["name"] not in managed:
-            errors.append("%s: Supervisor already has a program %s that this role did not write (%s); the role "
-                          "never takes over or restarts a program it does not own. Give the app another name, or "
-                          "remove that program first." % (where, app["name"], foreign[app["name"]]))
-        errors += _layout_errors(where, app, managed.get(app["name"]))
-        for holder in _holders(app, probe, removing):
-            errors.append("%s: socket %s is already held by %s; stop or remove it first (for a program this "
-                          "role manages, list it with state: absent or set uwsgi_unlisted_apps: remove), or give "
-                          "this app another socket."
-                          % (where, app["socket"], holder))
-        if app["socket_kind"] != "unix":
-            continue
-        if len(app["socket"].encode()) > 102:
-            errors.append("%s: socket path %s is %d bytes long; uWSGI and the kernel take at most 102; use a "
-                          "shorter path." % (where, app["socket"], len(app["socket"].encode())))
-        path = app["socket_dir"]
-        info = dirs_info.get(path, {})
-        if info.get("exists") and not _role_dir(path, probe):
-            if not info.get("is_dir"):
-                errors.append("%s: %s, the directory of socket %s, is not a directory." % (where, path, app["socket"]))
-            elif user.get("exists") and group.get("exists") and not _writable(info, user, group):
-                errors.append("%s: user %s (group %s) cannot create socket %s: %s is %s:%s %s and was not created by "
-                              "this role, which leaves its owner and mode as they are. Give the app write access "
-                              "there, or put the socket in a directory the role creates (such as %s/%s.sock)."
-                              % (where, app["uid"], app["gid"], app["socket"], path, info["owner"], info["group"],
-                                 info["mode"], settings["socket_dir"], app["name"]))
-            continue
-        if not info.get("exists") and path in SYSTEM_DIRS | {"/"}:
-            errors.append("%s: %s is a system directory; put the socket in a directory of its own." % (where, path))
-            continue
-        if not info.get("exists") and not info.get("parent_exists", True):
-            errors.append("%s: the parent of %s does not exist; the role creates only the socket's own directory."
-                          % (where, path))
-            continue
-        if path in role_dirs and role_dirs[path]["group"] != app["gid"]:
-            errors.append("%s: socket directory %s is shared with app %s of group %s; apps that share a directory "
-                          "the role creates must share gid, or use separate directories."
-                          % (where, path, role_dirs[path]["app"], role_dirs[path]["group"]))
-            continue
-        role_dirs.setdefault(path, {"path": path, "group": app["gid"], "app": app["name"],
-                                    "exists": bool(info.get("exists")),
-                                    "previous_group": info.get("group") if info.get("exists") else None})
 
-    # The proof checks that the web server's user may connect to each unix socket.
+def _identity_errors(where, app, user, group, settings):
+    """The app's user and group exist, and neither is root under another name."""
+    errors = []
+    if not user.get("exists"):
+        errors.append("%s: user %s does not exist on this host; create it first (ansible.builtin.user) or set "
+                      "uid to an existing user." % (where, app["uid"]))
+    if not group.get("exists"):
+        errors.append("%s: group %s does not exist on this host; create it first (ansible.builtin.group) or set "
+                      "gid to an existing group." % (where, app["gid"]))
+    if settings.get("allow_root"):
+        return errors
+    if user.get("exists") and user.get("uid") == 0 and app["uid"] not in ("root", "0"):
+        errors.append("%s: user %s has uid 0 on this host: it is root under another name; use an "
+                      "unprivileged user, or set uwsgi_allow_root: true if you really mean it." % (where, app["uid"]))
+    if group.get("exists") and group.get("gid") == 0:
+        errors.append("%s: group %s has gid 0 on this host (root's group); use an unprivileged group, or "
+                      "set uwsgi_allow_root: true if you really mean it." % (where, app["gid"]))
+    return errors
+
+
+def _trust_errors(where, app, probe, managed):
+    """What root would run or read that others can change, and a program the role does not own."""
+    errors = []
+    venv = (probe.get("venvs") or {}).get(app.get("uwsgi_venv")) or {}
+    if venv.get("writable_by"):
+        errors.append("%s: virtualenv %s can be changed by someone other than root: %s. The role runs its pip "
+                      "and builds uWSGI there as root, so it must be root's alone (chown -R root:root and no "
+                      "group or other write, on it and the directories above it), or choose another "
+                      "virtualenv." % (where, app["uwsgi_venv"], venv["writable_by"]))
+    requirements = (probe.get("requirements_writable_by") or {}).get(app.get("requirements"))
+    if requirements:
+        errors.append("%s: requirements file %s can be changed by someone other than root: %s. Root's pip reads "
+                      "it, so it must be root's alone (and the directories above it), or copy it somewhere that "
+                      "is." % (where, app["requirements"], requirements))
+    foreign = probe.get("foreign_programs") or {}
+    if app["name"] in foreign and app["name"] not in managed:
+        errors.append("%s: Supervisor already has a program %s that this role did not write (%s); the role "
+                      "never takes over or restarts a program it does not own. Give the app another name, or "
+                      "remove that program first." % (where, app["name"], foreign[app["name"]]))
+    return errors
+
+
+def _unix_socket_errors(where, app, user, group, probe, settings, role_dirs):
+    """A unix socket's path length and its directory."""
+    errors = []
+    if len(app["socket"].encode()) > 102:
+        errors.append("%s: socket path %s is %d bytes long; uWSGI and the kernel take at most 102; use a "
+                      "shorter path." % (where, app["socket"], len(app["socket"].encode())))
+    return errors + _socket_dir_errors(where, app, user, group, probe, settings, role_dirs)
+
+
+def _socket_dir_errors(where, app, user, group, probe, settings, role_dirs):
+    """A unix socket's directory; one the role creates is added to role_dirs."""
+    path = app["socket_dir"]
+    info = probe.get("dirs", {}).get(path, {})
+    if info.get("exists") and not _role_dir(path, probe):
+        if not info.get("is_dir"):
+            return ["%s: %s, the directory of socket %s, is not a directory." % (where, path, app["socket"])]
+        if user.get("exists") and group.get("exists") and not _writable(info, user, group):
+            return ["%s: user %s (group %s) cannot create socket %s: %s is %s:%s %s and was not created by "
+                    "this role, which leaves its owner and mode as they are. Give the app write access "
+                    "there, or put the socket in a directory the role creates (such as %s/%s.sock)."
+                    % (where, app["uid"], app["gid"], app["socket"], path, info["owner"], info["group"],
+                       info["mode"], settings["socket_dir"], app["name"])]
+        return []
+    if not info.get("exists") and path in SYSTEM_DIRS | {"/"}:
+        return ["%s: %s is a system directory; put the socket in a directory of its own." % (where, path)]
+    if not info.get("exists") and not info.get("parent_exists", True):
+        return ["%s: the parent of %s does not exist; the role creates only the socket's own directory."
+                % (where, path)]
+    if path in role_dirs and role_dirs[path]["group"] != app["gid"]:
+        return ["%s: socket directory %s is shared with app %s of group %s; apps that share a directory "
+                "the role creates must share gid, or use separate directories."
+                % (where, path, role_dirs[path]["app"], role_dirs[path]["group"])]
+    role_dirs.setdefault(path, {"path": path, "group": app["gid"], "app": app["name"],
+                                "exists": bool(info.get("exists")),
+                                "previous_group": info.get("group") if info.get("exists") else None})
+    return []
+
+
+def _app_errors(where, app, probe, settings, removing, role_dirs):
+    """Everything the host rules out for one present app."""
+    managed = probe.get("managed", {})
+    user, group = probe.get("users", {}).get(app["uid"], {}), probe.get("groups", {}).get(app["gid"], {})
+    errors = _identity_errors(where, app, user, group, settings)
+    errors += _path_errors(where, app, probe.get("paths") or {}, settings)
+    errors += _trust_errors(where, app, probe, managed)
+    errors += _layout_errors(where, app, managed.get(app["name"]))
+    errors += ["%s: socket %s is already held by %s; stop or remove it first (for a program this role manages, "
+               "list it with state: absent or set uwsgi_unlisted_apps: remove), or give this app another socket."
+               % (where, app["socket"], holder) for holder in _holders(app, probe, removing)]
+    if app["socket_kind"] == "unix":
+        errors += _unix_socket_errors(where, app, user, group, probe, settings, role_dirs)
+    return errors
+
+
+def _client_errors(present, probe, settings):
+    """The proof checks that the web server's user may connect to each unix socket."""
     client = settings.get("socket_client")
     unix = [app["name"] for app in present if app.get("socket_kind") == "unix"]
     if client and unix and not (probe.get("socket_client") or {}).get("exists"):
-        errors.append("uwsgi_socket_client: user %s does not exist on this host, so the proof cannot tell whether the "
-                      "web server may connect to the unix socket of %s. Create it first (install the web server "
-                      "before this role runs), or set uwsgi_socket_client to the user the web server runs as (an "
-                      "empty uwsgi_socket_client leaves the check out)." % (client, ", ".join(unix)))
+        return ["uwsgi_socket_client: user %s does not exist on this host, so the proof cannot tell whether the "
+                "web server may connect to the unix socket of %s. Create it first (install the web server "
+                "before this role runs), or set uwsgi_socket_client to the user the web server runs as (an "
+                "empty uwsgi_socket_client leaves the check out)." % (client, ", ".join(unix))]
+    return []
 
-    # Directories of managed apps that stay loaded but unlisted keep their entry.
+
+def _kept_dirs(kept, probe, settings, role_dirs):
+    """Directories of managed apps that stay loaded but unlisted keep their entry."""
+    managed = probe.get("managed", {})
     for name in kept:
         for sock in managed[name].get("sockets", []):
             path = posixpath.dirname(sock) if sock.startswith("/") else None
             if path and path not in role_dirs and _role_dir(path, probe):
-                info = dirs_info.get(path, {})
+                info = probe.get("dirs", {}).get(path, {})
                 role_dirs[path] = {"path": path, "group": info.get("group") or managed[name].get("group")
                                    or settings["group"], "app": name, "exists": bool(info.get("exists")),
                                    "previous_group": info.get("group")}
 
+
+def _removal(name, probe, settings, in_use):
+    """What removing one app stops and deletes: its programs, its files, its sockets and its logs."""
+    record = probe.get("managed", {}).get(name, {})
+    sockets = [s for s in record.get("sockets", []) if s.startswith("/") and host.socket_key(s) not in in_use]
+    # The beside layout's programs: the pool and two instances, each with its log.
+    programs = ["%s.%s" % (name, part) for part in ("socket", "a", "b")] if record.get("beside") else [name]
+    return {
+        "name": name,
+        "loaded": name in probe.get("supervisor", {}).get("programs", {}),
+        "programs": programs,
+        "program_file": record.get("program_file") or "%s/%s.conf" % (settings["supervisor_conf_dir"], name),
+        "files": ["%s/%s.%s" % (settings["config_dir"], name, kind) for kind in ("env.ini", "ini", "reload", "socket.ini")]
+                 + sockets
+                 + (["%s/%s" % (settings["zerg_dir"], name)] if record.get("beside") else [])
+                 + ["%s/%s.log%s" % (settings["log_dir"], program, suffix) for program in programs
+                    for suffix in [""] + [".%d" % n for n in range(1, 6)]],
+    }
+
+
+def uwsgi_host_plan(apps, probe, settings):
+    """What this run does on the host, decided from the probe: errors found
+    before any change, warnings, directories, tmpfiles entries, what to remove,
+    and the identities the rollback restores."""
+    managed = probe.get("managed", {})
+    present = [app for app in apps if app["state"] == "present"]
+    unlisted, removing, kept, errors, warnings = _unlisted(apps, managed, settings.get("unlisted_apps", "warn"))
+    role_dirs = {}
+    for index, app in enumerate(apps):
+        if app["state"] == "present":
+            errors += _app_errors(_where(index, app), app, probe, settings, removing, role_dirs)
+    errors += _client_errors(present, probe, settings)
+    _kept_dirs(kept, probe, settings, role_dirs)
     in_use = {host.socket_key(app["socket"]) for app in present}
     in_use.update(host.socket_key(s) for name in kept for s in managed[name].get("sockets", []))
-    removals = []
-    for name in sorted(removing):
-        record = managed.get(name, {})
-        sockets = [s for s in record.get("sockets", []) if s.startswith("/") and host.socket_key(s) not in in_use]
-        # The beside layout's programs: the pool and two instances, each with its log.
-        programs = ["%s.%s" % (name, part) for part in ("socket", "a", "b")] if record.get("beside") else [name]
-        removals.append({
-            "name": name,
-            "loaded": name in probe.get("supervisor", {}).get("programs", {}),
-            "programs": programs,
-            "program_file": record.get("program_file") or "%s/%s.conf" % (settings["supervisor_conf_dir"], name),
-            "files": ["%s/%s.%s" % (settings["config_dir"], name, kind)
-                      for kind in ("env.ini", "ini", "reload", "socket.ini")]
-                     + sockets
-                     + (["%s/%s" % (settings["zerg_dir"], name)] if record.get("beside") else [])
-                     + ["%s/%s.log%s" % (settings["log_dir"], program, suffix) for program in programs
-                        for suffix in [""] + [".%d" % n for n in range(1, 6)]],
-        })
     # The unix sockets present apps bound before this run and no app binds now
     # (a socket moved): removed, with a directory the role made for them, once
     # the apps are proven on their new ones (library/uwsgi_cleanup.py).
     moved = [{"name": app["name"], "path": sock} for app in present
              for sock in managed.get(app["name"], {}).get("sockets", [])
              if sock.startswith("/") and host.socket_key(sock) not in in_use]
-    needed = set(role_dirs)
-    stale_dirs = sorted(d for d in probe.get("tmpfiles_dirs", []) if d not in needed and _role_dir(d, probe))
+    stale_dirs = sorted(d for d in probe.get("tmpfiles_dirs", []) if d not in role_dirs and _role_dir(d, probe))
     previous = {name: {"user": rec.get("user"), "group": rec.get("group") or rec.get("ini_group"),
                        "ini_group": rec.get("ini_group")} for name, rec in managed.items()}
     return {
@@ -397,7 +428,7 @@ def uwsgi_host_plan(apps, probe, settings):
         "dirs": [role_dirs[p] for p in sorted(role_dirs)],
         "stale_dirs": stale_dirs,
         "moved_sockets": moved,
-        "removals": removals,
+        "removals": [_removal(name, probe, settings, in_use) for name in sorted(removing)],
         "unlisted": unlisted,
         "kept": kept,
         # Unlisted apps that keep running, with the socket their ini binds (the sampler watches them too).
