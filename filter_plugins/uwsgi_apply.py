@@ -78,6 +78,107 @@ def uwsgi_trial_line(trial):
         trial.get("seconds"))
 
 
+def _program_step(plan, name, changed, probe):
+    """Load or start an app whose program is new, changed, never loaded or not running; False otherwise."""
+    state = probe.get("supervisor", {}).get("programs", {}).get(name, {}).get("state")
+    if name in changed.get("programs", []):
+        plan["load"].append(name)
+        plan["why"].append("%s: %s (its Supervisor program is %s)" % (
+            name, "start" if state is None else "stop and start", "new" if state is None else "changed"))
+    elif state is None and name in probe.get("managed", {}):
+        # Its program file is there but Supervisor never loaded it (a run
+        # interrupted before `supervisorctl update`): `start` cannot find it.
+        plan["load"].append(name)
+        plan["why"].append("%s: start (its Supervisor program was written but never loaded)" % name)
+    elif state in ("RUNNING", "STARTING", "BACKOFF") and _program_pending(name, probe):
+        plan["load"].append(name)
+        plan["why"].append("%s: stop and start (its Supervisor program changed after its master started: %s)"
+                           % (name, "an interrupted run left it"))
+    elif state in ("STOPPED", "EXITED", "FATAL") or state is None:
+        plan["start"].append(name)
+        plan["why"].append("%s: start (it was %s)" % (name, state or "not loaded"))
+    else:
+        return False
+    return True
+
+
+def _soft_reasons(app, changed, probe, state, backlog):
+    """Why a running app takes a graceful reload: (reasons, whether it must reload at all)."""
+    name = app["name"]
+    files_changed = name in changed.get("inis", []) or name in changed.get("envs", [])
+    deps_changed = name in changed.get("deps", [])
+    deps_pending = state == "RUNNING" and not deps_changed and _deps_pending(app, probe)
+    pending = _pending(name, probe)
+    workers = _workers(app, probe)
+    scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
+    wrong_workers = state == "RUNNING" and not scaled and workers is not None and workers != app["processes"]
+    checks = [
+        (files_changed, "its ini or environment changed", ()),
+        (not files_changed and pending, "its files changed after its master last read them", ()),
+        (deps_changed, "its packages changed", ()),
+        (deps_pending, "its packages were installed after its master last loaded them", ()),
+        (wrong_workers, "it runs %d workers, not %d", (workers, app["processes"])),
+        (backlog != app["listen"], "its backlog in effect is %s, not %d", (backlog, app["listen"])),
+    ]
+    reload = files_changed or deps_changed or deps_pending or pending or wrong_workers or (
+        backlog is not None and backlog != app["listen"])
+    return [why % args if args else why for hit, why, args in checks if hit], reload
+
+
+def _hard_reasons(app, changed, probe, state, backlog):
+    """Why a running app must be stopped and started (empty: a reload will do)."""
+    name = app["name"]
+    record = probe.get("managed", {}).get(name, {})
+    hard = []
+    if name in changed.get("binaries", []):
+        hard.append("its uwsgi binary changed")
+    elif state == "RUNNING" and _binary_pending(name, probe):
+        hard.append("its uwsgi binary changed after its master started (an upgrade, or an interrupted run)")
+    if record.get("sockets") and [host.socket_key(x) for x in record["sockets"]] != [host.socket_key(app["socket"])]:
+        hard.append("its socket moved")
+    if state in ("STARTING", "BACKOFF"):
+        hard.append("it is %s" % state)
+    if backlog is None and state == "RUNNING" and not hard:
+        hard.append("no socket of its is listening")
+    if state == "RUNNING" and _workers(app, probe) == 0 and not hard:
+        hard.append("its master has no worker (still loading its app, or crash-looping)")
+    listener, wrong = _socket_in_effect(app, probe)
+    if state == "RUNNING" and listener and wrong and not hard:
+        hard.append(wrong)
+    return hard
+
+
+def _graceful_step(plan, app, changed, probe, strategy, code):
+    """A running app of the graceful layout: chain, restart, a new backlog and a reload, or nothing."""
+    name = app["name"]
+    program = probe.get("supervisor", {}).get("programs", {}).get(name, {})
+    state = program.get("state")
+    backlog = host.backlogs_by_socket(probe.get("listeners", [])).get(host.socket_key(app["socket"]))
+    reasons, reload = _soft_reasons(app, changed, probe, state, backlog)
+    hard = _hard_reasons(app, changed, probe, state, backlog)
+    if name in code:
+        if not (reasons or hard) and app.get("chain") and strategy != "restart":
+            plan["chain"].append(name)
+            plan["why"].append("%s: chain reload, one worker at a time while the others serve (%s)" % (name, code[name]))
+            return
+        reasons.append("%s%s" % (code[name], "" if reasons or hard else (
+            "; code_reload is graceful" if app.get("code_reload") != "chain"
+            else "; it has mules, spoolers or daemons, which a chain reload would leave on the old code")))
+        reload = True
+    if hard or (reasons and strategy == "restart"):
+        plan["restart"].append(name)
+        plan["why"].append("%s: stop and start (%s)" % (name, "; ".join(hard + reasons)))
+        return
+    if backlog is not None and backlog != app["listen"]:
+        plan["listen"].append({"name": name, "socket": app["socket"], "backlog": app["listen"],
+                               "pid": program.get("pid"), "uid": app["uid"], "gid": app["gid"], "was": backlog})
+    if reload:
+        plan["reload"].append(name)
+        plan["why"].append("%s: %sgraceful reload (%s)" % (
+            name, "listen %s -> %d on the open socket, then " % (backlog, app["listen"])
+            if backlog != app["listen"] else "", "; ".join(reasons)))
+
+
 def uwsgi_apply_plan(apps, changed, probe, strategy="graceful", code=None):
     """How each present app takes what it is asked, the gentlest way that can:
 
@@ -100,101 +201,15 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful", code=None):
     changed: the apps whose files changed in this run (programs, inis, envs,
     binaries); probe: the host before this run."""
     code = code or {}
-    programs = probe.get("supervisor", {}).get("programs", {})
-    backlogs = host.backlogs_by_socket(probe.get("listeners", []))
-    managed = probe.get("managed", {})
     plan = {"load": [], "start": [], "restart": [], "listen": [], "reload": [], "chain": [], "switch": [], "why": []}
     for app in apps:
         if app["state"] != "present":
             continue
         if app.get("beside"):
             _beside_plan(plan, app, changed, probe, code)
-            continue
-        name = app["name"]
-        state = programs.get(name, {}).get("state")
-        record = managed.get(name, {})
-        if name in changed.get("programs", []):
-            plan["load"].append(name)
-            plan["why"].append("%s: %s (its Supervisor program is %s)" % (
-                name, "start" if state is None else "stop and start", "new" if state is None else "changed"))
-            continue
-        if state is None and name in managed:
-            # Its program file is there but Supervisor never loaded it (a run
-            # interrupted before `supervisorctl update`): `start` cannot find it.
-            plan["load"].append(name)
-            plan["why"].append("%s: start (its Supervisor program was written but never loaded)" % name)
-            continue
-        if state in ("RUNNING", "STARTING", "BACKOFF") and _program_pending(name, probe):
-            plan["load"].append(name)
-            plan["why"].append("%s: stop and start (its Supervisor program changed after its master started: %s)"
-                               % (name, "an interrupted run left it"))
-            continue
-        if state in ("STOPPED", "EXITED", "FATAL") or state is None:
-            plan["start"].append(name)
-            plan["why"].append("%s: start (it was %s)" % (name, state or "not loaded"))
-            continue
-        files_changed = name in changed.get("inis", []) or name in changed.get("envs", [])
-        deps_changed = name in changed.get("deps", [])
-        deps_pending = state == "RUNNING" and not deps_changed and _deps_pending(app, probe)
-        pending = _pending(name, probe)
-        workers = _workers(app, probe)
-        scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
-        wrong_workers = state == "RUNNING" and not scaled and workers is not None and workers != app["processes"]
-        backlog = backlogs.get(host.socket_key(app["socket"]))
-        moved = record.get("sockets") and [host.socket_key(x) for x in record["sockets"]] != [
-            host.socket_key(app["socket"])]
-        reasons = []
-        if files_changed:
-            reasons.append("its ini or environment changed")
-        elif pending:
-            reasons.append("its files changed after its master last read them")
-        if deps_changed:
-            reasons.append("its packages changed")
-        elif deps_pending:
-            reasons.append("its packages were installed after its master last loaded them")
-        if wrong_workers:
-            reasons.append("it runs %d workers, not %d" % (workers, app["processes"]))
-        if backlog != app["listen"]:
-            reasons.append("its backlog in effect is %s, not %d" % (backlog, app["listen"]))
-        hard = []
-        if name in changed.get("binaries", []):
-            hard.append("its uwsgi binary changed")
-        elif state == "RUNNING" and _binary_pending(name, probe):
-            hard.append("its uwsgi binary changed after its master started (an upgrade, or an interrupted run)")
-        if moved:
-            hard.append("its socket moved")
-        if state in ("STARTING", "BACKOFF"):
-            hard.append("it is %s" % state)
-        if backlog is None and state == "RUNNING" and not hard:
-            hard.append("no socket of its is listening")
-        if state == "RUNNING" and workers == 0 and not hard:
-            hard.append("its master has no worker (still loading its app, or crash-looping)")
-        listener, wrong = _socket_in_effect(app, probe)
-        if state == "RUNNING" and listener and wrong and not hard:
-            hard.append(wrong)
-        if name in code:
-            if not (reasons or hard) and app.get("chain") and strategy != "restart":
-                plan["chain"].append(name)
-                plan["why"].append("%s: chain reload, one worker at a time while the others serve (%s)"
-                                   % (name, code[name]))
-                continue
-            reasons.append("%s%s" % (code[name], "" if reasons or hard else (
-                "; code_reload is graceful" if app.get("code_reload") != "chain"
-                else "; it has mules, spoolers or daemons, which a chain reload would leave on the old code")))
-        if hard or (reasons and strategy == "restart"):
-            plan["restart"].append(name)
-            plan["why"].append("%s: stop and start (%s)" % (name, "; ".join(hard + reasons)))
-            continue
-        if backlog is not None and backlog != app["listen"]:
-            plan["listen"].append({"name": name, "socket": app["socket"], "backlog": app["listen"],
-                                   "pid": programs.get(name, {}).get("pid"), "uid": app["uid"], "gid": app["gid"],
-                                   "was": backlog})
-        if files_changed or deps_changed or deps_pending or pending or wrong_workers or name in code or (
-                backlog is not None and backlog != app["listen"]):
-            plan["reload"].append(name)
-            plan["why"].append("%s: %sgraceful reload (%s)" % (
-                name, "listen %s -> %d on the open socket, then " % (backlog, app["listen"])
-                if backlog != app["listen"] else "", "; ".join(reasons)))
+        elif not _program_step(plan, app["name"], changed, probe):
+            _graceful_step(plan, app, changed, probe, strategy, code)
+    managed = probe.get("managed", {})
     # An app whose user changes: the socket its old master left belongs to the
     # old user, and in a sticky directory the new one cannot replace it. It is
     # stopped, and root removes that socket, before Supervisor starts it again.
