@@ -579,6 +579,109 @@ def children_of(pids):
     return children
 
 
+def settle(module, p):
+    """Supervisor's status once the programs in wait_for are no longer
+    settling, and the apps in `ready` and `fresh` have loaded (or timed out):
+    (supervisor, seconds waited, ready, fresh)."""
+    supervisor = supervisor_status(module, p["supervisorctl"])
+    deadline = time.monotonic() + p["wait_timeout"]
+    started = time.monotonic()
+    while p["wait_for"] and supervisor["running"] and time.monotonic() < deadline and any(
+            supervisor["programs"].get(name, {}).get("state") in SETTLING for name in p["wait_for"]):
+        time.sleep(0.5)
+        supervisor = supervisor_status(module, p["supervisorctl"])
+    waited = round(time.monotonic() - started, 1)
+    ready = wait_ready(module, p, supervisor)
+    if ready:
+        supervisor = supervisor_status(module, p["supervisorctl"])
+    fresh = wait_fresh(module, p, supervisor)
+    if fresh:
+        supervisor = supervisor_status(module, p["supervisorctl"])
+    return supervisor, waited, ready, fresh
+
+
+def read_listeners(module, supervisor):
+    """ss's listening sockets, each with the programs that hold it."""
+    ss = module.get_bin_path("ss")
+    if not ss:
+        return []
+    # Two reads: --extended drops unix listeners under a deep queue (see with_extended).
+    _, out, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--processes"])
+    _, extended, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--extended"])
+    listeners = with_extended(parse_ss_listeners(out), extended)
+    # A beside app's instances and pool hold its socket: each counts as the app.
+    program_pids = {s["pid"]: slot_app(name) if slot_app(name) in supervisor["programs"] else name
+                    for name, s in supervisor["programs"].items() if s["pid"]}
+    parents = parents_of([pid for lst in listeners for _, pid in lst["processes"]])
+    for listener in listeners:
+        listener["programs"] = sorted({
+            prog for prog in (program_of_pid(pid, parents, program_pids) for _, pid in listener["processes"]) if prog})
+    return listeners
+
+
+def read_sysctls(module, p):
+    """The kernel's live values of sysctl_keys, and every file line under sysctl_paths that sets one."""
+    live = {}
+    for key in p["sysctl_keys"]:
+        value = read("/proc/sys/" + key.replace(".", "/"), limit=65536)
+        live[key] = int(value) if value and value.strip().isdigit() else None
+    if not p["sysctl_paths"]:
+        return live, []
+    keys = "|".join(re.escape(k).replace(r"\.", "[./]") for k in p["sysctl_keys"])
+    _, out, _ = module.run_command(["grep", "-RHsE", r"^[[:space:]]*-?(%s)[[:space:]]*=" % keys] + p["sysctl_paths"])
+    return live, parse_sysctl_grep(out)
+
+
+def read_packages(module, p):
+    """Which of `packages` dpkg has installed, and whether python3-apt imports (Ansible's apt needs it)."""
+    packages = {}
+    if p["packages"]:
+        _, out, _ = module.run_command(["dpkg-query", "-W", "-f", "${Package}\\t${db:Status-Abbrev}\\n"] + p["packages"])
+        installed = {line.split("\t")[0] for line in out.splitlines() if line.split("\t")[-1].startswith("ii")}
+        packages = {name: name in installed for name in p["packages"]}
+    try:
+        import apt  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+    except ImportError:
+        return packages, False
+    return packages, True
+
+
+def log_sizes(log_dir):
+    """The size of each regular *.log in log_dir, by its name without .log."""
+    sizes = {}
+    for path in glob.glob(os.path.join(log_dir, "*.log")):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            sizes[os.path.basename(path)[:-4]] = st.st_size
+    return sizes
+
+
+def read_sockets(p):
+    """What the apps' sockets mean to their client: whether it may connect,
+    and a check_path request on a unix socket made as that user (the web
+    server's). (client, socket_files, checks)"""
+    client = user_info(p["socket_client"]) if p["socket_client"] else None
+    if client and client["exists"]:
+        client["group_names"] = [name_of("group", gid) for gid in client["groups"]]
+    socket_files = {path: socket_file(path) for path in p["socket_files"]}
+    for path, found in socket_files.items():
+        if client and client["exists"] and found.get("is_socket"):
+            found["client"] = dict(as_user(client, lambda path=path: may_connect(path)), chain=path_chain(path))
+    return client, socket_files, {c["name"]: client_request(c, client) for c in p["checks"]}
+
+
+def read_service(module, name):
+    """Whether systemd has Supervisor's service active and enabled (None without systemctl)."""
+    systemctl = module.get_bin_path("systemctl")
+    if not systemctl:
+        return None
+    return {"active": module.run_command([systemctl, "is-active", "--quiet", name])[0] == 0,
+            "enabled": module.run_command([systemctl, "is-enabled", "--quiet", name])[0] == 0}
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -617,100 +720,19 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-
-    supervisor = supervisor_status(module, p["supervisorctl"])
-    deadline = time.monotonic() + p["wait_timeout"]
-    waited = 0.0
-    started = time.monotonic()
-    while p["wait_for"] and supervisor["running"] and time.monotonic() < deadline and any(
-            supervisor["programs"].get(name, {}).get("state") in SETTLING for name in p["wait_for"]):
-        time.sleep(0.5)
-        supervisor = supervisor_status(module, p["supervisorctl"])
-    waited = round(time.monotonic() - started, 1)
-
-    ready = wait_ready(module, p, supervisor)
-    if ready:
-        supervisor = supervisor_status(module, p["supervisorctl"])
-    fresh = wait_fresh(module, p, supervisor)
-    if fresh:
-        supervisor = supervisor_status(module, p["supervisorctl"])
-
-    ss = module.get_bin_path("ss")
-    listeners = []
-    if ss:
-        # Two reads: --extended drops unix listeners under a deep queue (see with_extended).
-        _, out, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--processes"])
-        _, extended, _ = module.run_command([ss, "-H", "--listening", "--numeric", "--unix", "--tcp", "--extended"])
-        listeners = with_extended(parse_ss_listeners(out), extended)
-    # A beside app's instances and pool hold its socket: each counts as the app.
-    program_pids = {s["pid"]: slot_app(name) if slot_app(name) in supervisor["programs"] else name
-                    for name, s in supervisor["programs"].items() if s["pid"]}
-    parents = parents_of([pid for lst in listeners for _, pid in lst["processes"]])
-    for listener in listeners:
-        listener["programs"] = sorted({
-            prog for prog in (program_of_pid(pid, parents, program_pids) for _, pid in listener["processes"]) if prog})
-
-    sysctl_live = {}
-    for key in p["sysctl_keys"]:
-        value = read("/proc/sys/" + key.replace(".", "/"), limit=65536)
-        sysctl_live[key] = int(value) if value and value.strip().isdigit() else None
-    sysctl_settings = []
-    if p["sysctl_paths"]:
-        keys = "|".join(re.escape(k).replace(r"\.", "[./]") for k in p["sysctl_keys"])
-        rc, out, _ = module.run_command(
-            ["grep", "-RHsE", r"^[[:space:]]*-?(%s)[[:space:]]*=" % keys] + p["sysctl_paths"])
-        sysctl_settings = parse_sysctl_grep(out)
-
-    packages = {}
-    if p["packages"]:
-        _, out, _ = module.run_command(["dpkg-query", "-W", "-f", "${Package}\\t${db:Status-Abbrev}\\n"] + p["packages"])
-        installed = {line.split("\t")[0] for line in out.splitlines() if line.split("\t")[-1].startswith("ii")}
-        packages = {name: name in installed for name in p["packages"]}
-    try:
-        import apt  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
-        python_apt = True
-    except ImportError:
-        python_apt = False
-
-    logs = {}
-    for name in p["log_names"]:
-        logs[name] = log_since(p["log_dir"], name, p["log_offsets"].get(name, 0))[-4096:]
-
-    log_sizes = {}
-    for path in glob.glob(os.path.join(p["log_dir"], "*.log")):
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode):
-            log_sizes[os.path.basename(path)[:-4]] = st.st_size
-
-    workers = {}
+    supervisor, waited, ready, fresh = settle(module, p)
+    listeners = read_listeners(module, supervisor)
+    sysctl_live, sysctl_settings = read_sysctls(module, p)
+    packages, python_apt = read_packages(module, p)
+    logs = {name: log_since(p["log_dir"], name, p["log_offsets"].get(name, 0))[-4096:] for name in p["log_names"]}
     children = children_of([s["pid"] for s in supervisor["programs"].values() if s["pid"]])
-    for name, state in supervisor["programs"].items():
-        if state["pid"]:
-            workers[name] = len(children.get(state["pid"], []))
-    # What the apps' sockets mean to their client: whether it may connect, and a
-    # check_path request on a unix socket made as that user (the web server's).
-    client = user_info(p["socket_client"]) if p["socket_client"] else None
-    if client and client["exists"]:
-        client["group_names"] = [name_of("group", gid) for gid in client["groups"]]
-    socket_files = {path: socket_file(path) for path in p["socket_files"]}
-    for path, found in socket_files.items():
-        if client and client["exists"] and found.get("is_socket"):
-            found["client"] = dict(as_user(client, lambda path=path: may_connect(path)), chain=path_chain(path))
-    checks = {c["name"]: client_request(c, client) for c in p["checks"]}
+    workers = {name: len(children.get(state["pid"], [])) for name, state in supervisor["programs"].items()
+               if state["pid"]}
+    client, socket_files, checks = read_sockets(p)
     listeners = moved_in(listeners, socket_files)
-
-    service = None
-    systemctl = module.get_bin_path("systemctl")
     # sd_booted(): systemd runs as the init system.
     systemd = os.path.isdir("/run/systemd/system")
-    if p["service"] and systemctl and systemd:
-        service = {
-            "active": module.run_command([systemctl, "is-active", "--quiet", p["service"]])[0] == 0,
-            "enabled": module.run_command([systemctl, "is-enabled", "--quiet", p["service"]])[0] == 0,
-        }
+    service = read_service(module, p["service"]) if p["service"] and systemd else None
 
     managed = managed_apps(p["supervisor_conf_dir"], p["config_dir"], p["log_dir"], supervisor["programs"])
     foreign = foreign_programs(p["supervisor_conf_dir"], managed, supervisor["programs"])
@@ -738,7 +760,7 @@ def main():
         "config_dir_files": sorted(os.listdir(p["config_dir"])) if os.path.isdir(p["config_dir"]) else None,
         "backups": backups([p["config_dir"], p["supervisor_conf_dir"]]),
         "applied": applied_record(p["applied_file"]),
-        "log_sizes": log_sizes,
+        "log_sizes": log_sizes(p["log_dir"]),
         # Supervisor (root) opens the logs there: an app user who could swap one for a symlink steers root's writes.
         "log_dir_writable_by": untrusted_by(p["log_dir"]),
         "logs": logs,
