@@ -120,20 +120,26 @@ def playbook(match):
     return f"{match.group(1)}```yaml\n{text}```\n{match.group(3)}"
 
 
+def documents():
+    """The user documentation that may show playbooks: the README and docs/."""
+    return [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+
+
 def main():
     readme = ROOT / "README.md"
-    current = readme.read_text()
+    current = {path: path.read_text() for path in documents()}
     block = f"{BEGIN}\n{table()}\n{END}"
-    with_table = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, current, flags=re.S)
-    updated = PLAYBOOK.sub(playbook, with_table)
-    shown = [m["path"] for m in PLAYBOOK.finditer(current)]
+    with_table = dict(current)
+    with_table[readme] = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, current[readme], flags=re.S)
+    updated = {path: PLAYBOOK.sub(playbook, body) for path, body in with_table.items()}
+    shown = [m["path"] for body in current.values() for m in PLAYBOOK.finditer(body)]
     if "--check" in sys.argv:
         problems = defaults_drift() + main_drift() + meta_drift()
-        # Every playbook a scenario converges with is shown in the README.
+        # Every playbook a scenario converges with is shown in the README or in docs/.
         for converge in sorted(ROOT.glob("molecule/*/converge.yml")):
             for path in re.findall(r"import_playbook: \.\./\.\./(\S+)", converge.read_text()):
                 if path not in shown:
-                    problems.append(f"{path} (run by {converge.relative_to(ROOT)}) is not shown in README.md")
+                    problems.append(f"{path} (run by {converge.relative_to(ROOT)}) is not shown in README.md or docs/")
         for problem in problems:
             print(problem)
         if problems:
@@ -141,12 +147,15 @@ def main():
         if with_table != current:
             print("README.md's variable table differs from meta/argument_specs.yml: run `make docs`.")
             return 1
-        if updated != with_table:
-            print(f"README.md's example playbooks differ from {', '.join(shown)}: run `make docs`.")
+        drifted = [str(path.relative_to(ROOT)) for path in updated if updated[path] != with_table[path]]
+        if drifted:
+            print(f"the example playbooks in {', '.join(drifted)} differ from {', '.join(shown)}: run `make docs`.")
             return 1
-        print(f"README.md's variable table matches meta/argument_specs.yml; its playbooks match {', '.join(shown)}.")
+        print(f"README.md's variable table matches meta/argument_specs.yml; the playbooks shown match {', '.join(shown)}.")
         return 0
-    readme.write_text(updated)
+    for path, body in updated.items():
+        if body != current[path]:
+            path.write_text(body)
     return 0
 
 

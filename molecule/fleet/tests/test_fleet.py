@@ -14,7 +14,7 @@ import hostchecks as hc
 testinfra_hosts = ["fleet-1"]  # the tests drive the fleet themselves
 
 ROLLING = hc.PROJECT / "playbooks" / "rolling.yml"
-HOOKS = hc.PROJECT / "molecule" / "fleet" / "hooks"
+HOOKS = hc.PROJECT / "playbooks" / "hooks"
 FLEET = [f"fleet-{n}" for n in range(1, 6)]
 LB = "fleet-lb"
 STOP = "/tmp/stop-stream"
