@@ -200,6 +200,43 @@ def test_a_restart_of_everything_during_a_switch_is_not_the_changes_fault(host, 
     hc.check_request(host, UNIX_APP, f"hello from {name}")
 
 
+GRACEFUL_APP = {"name": "oldway", "module": "app:app", "chdir": BASE_APPS[0]["chdir"], "socket": "/run/uwsgi/oldway.sock",
+                "listen": 256, "apply_strategy": "graceful", "environment": {"APP_NAME": "oldway"}}
+
+
+def test_a_restart_of_everything_during_a_graceful_reload_is_not_the_changes_fault(host, tmp_path):
+    """1.x's way (apply_strategy: graceful): `supervisorctl restart all`
+    while the app imports again in its graceful reload. The config loads,
+    so it is kept: no rollback, and the app serves it."""
+    hc.ok(run_with(tmp_path, "graceful-base", {"uwsgi_apps": BASE_APPS + [GRACEFUL_APP]}))
+    try:
+        changed = dict(GRACEFUL_APP, environment=dict(GRACEFUL_APP["environment"], IMPORT_SECONDS="6"))
+        extra = tmp_path / "graceful-restart-all.json"
+        extra.write_text(json.dumps({"uwsgi_apps": BASE_APPS + [changed]}))
+        run = start_run(extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            for _ in range(600):
+                if "IMPORT_SECONDS" in host.run("cat /etc/uwsgi/supervisor/oldway.env.ini 2>/dev/null").stdout:
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError("the change was never written")
+            time.sleep(1)
+            host.run("supervisorctl restart all")
+            out, _ = run.communicate(timeout=600)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        said = " ".join(out.split())
+        assert run.returncode == 0, said[-3000:]
+        assert "restored" not in said and "rolled back" not in said, said[-3000:]
+        assert "IMPORT_SECONDS" in host.file("/etc/uwsgi/supervisor/oldway.env.ini").content_string
+        assert hc.supervisor_state(host, "oldway")[0] == "RUNNING"
+    finally:
+        hc.ok(run_with(tmp_path, "graceful-gone", {"uwsgi_apps": BASE_APPS + [{"name": "oldway", "state": "absent"}]}))
+
+
 def test_a_removal_killed_half_way_is_finished_by_the_next_run(host, tmp_path):
     """Four apps with secrets in their environment are removed (unlisted,
     uwsgi_unlisted_apps: remove); the run is killed, on the controller and on
