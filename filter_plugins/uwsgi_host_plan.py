@@ -617,10 +617,44 @@ def uwsgi_host_needs(probe, ctx):
             "install": bool(missing or reinstall or venv_plan.get("build") or venv_plan.get("deps") or not up),
             "remove": remove}
 
+def uwsgi_unsettled(seen):
+    """Why this run has to change the host: empty when the host is as the
+    play says, and the run then takes no lock and ends after its proof.
+    `seen`: the probe's lock (holder, moved), needs (uwsgi_host_needs), the
+    sysctl keys pending, the files' check-mode look (changed_files, trials),
+    the apply plan on no changed file, the sampler's action, a killed run's
+    trial directories, the sockets and directories to clean up, whether the
+    sampler's user is missing, whether the logrotate file goes, the
+    verdicts on the probe, and whether the applied record would change."""
+    lock = seen.get("lock") or {}
+    look = seen.get("look") or {}
+    steps = seen.get("apply") or {}
+    checks = [
+        (lock.get("holder", {}).get("id"), "another run holds the host's lock, or left it"),
+        (lock.get("moved"), "another run took or gave back the host's lock while it was read"),
+        ((seen.get("needs") or {}).get("install"), "packages or Supervisor to install or start"),
+        ((seen.get("needs") or {}).get("remove"), "something to remove"),
+        (seen.get("sysctl_pending"), "kernel listen limits to raise"),
+        (look.get("changed_files"), "files to write"),
+        (look.get("trials"), "apps to try aside"),
+        (any(steps.get(key) for key in ("load", "start", "restart", "listen", "reload", "chain", "switch",
+                                         "handover")), "apps to start, reload or restart"),
+        (seen.get("sampler_action"), "the listen-queue sampler to start"),
+        (seen.get("leftovers"), "a killed run's trials to remove"),
+        (seen.get("cleanup"), "sockets or directories to clean up"),
+        (seen.get("sampler_user_missing"), "the sampler's user to create"),
+        (seen.get("logrotate_gone"), "the logrotate file to remove"),
+        (any(not verdict.get("ok") for verdict in seen.get("verdicts") or []), "an app fails its proof"),
+        (seen.get("record_changed"), "the applied record to update"),
+    ]
+    return [why for hit, why in checks if hit]
+
+
 class FilterModule:
     def filters(self):
         return {
             "uwsgi_host_needs": uwsgi_host_needs,
+            "uwsgi_unsettled": uwsgi_unsettled,
             "uwsgi_host_plan": uwsgi_host_plan,
             "uwsgi_sysctl_overrides": uwsgi_sysctl_overrides,
             "uwsgi_sysctl_targets": uwsgi_sysctl_targets,

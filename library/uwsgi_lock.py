@@ -60,11 +60,8 @@ except ImportError:  # pragma: no cover - outside Ansible's module packaging
         sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
         _spec.loader.exec_module(sys.modules[_spec.name])
 
-from ansible.module_utils.uwsgi_host import lock_decision, marked_processes, untrusted_by
+from ansible.module_utils.uwsgi_host import NOT_ROOT, lock_decision, marked_processes, untrusted_by
 
-NOT_ROOT = ("this run is not root on the host (uid %d): the role writes system files and starts programs "
-            "as their users, so it needs root. Set `become: true` on the play (or connect as root). Nothing "
-            "was changed.")
 UNTRUSTED = ("the role's lock %s is not root's alone (%s): something other than the role made it. Find out what "
              "did, remove it, and run again; nothing was changed.")
 HOLDER_LIMIT = 65536

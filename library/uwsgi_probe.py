@@ -56,6 +56,11 @@ options:
     type: path
     description: The role's record (JSON) of the textfile directory's group and mode before the role changed them.
   venv_homes_dir: {type: path, description: Where the role keeps each virtualenv's package sets (their homes).}
+  lock_file:
+    type: path
+    description:
+      - The role's lock, whose holder to report (read before and after the rest, never taken), as C(lock.holder)
+        and C(lock.moved) (whether it was taken or given back meanwhile).
   write_dirs:
     type: list
     elements: path
@@ -99,6 +104,7 @@ probe:
 import glob
 import grp
 import hashlib
+import json
 import os
 import pwd
 import re
@@ -125,6 +131,7 @@ except ImportError:  # pragma: no cover - outside Ansible's module packaging
 
 from ansible.module_utils.uwsgi_host import (
     NOT_REGULAR,
+    NOT_ROOT,
     as_user,
     check_request,
     is_roles_program,
@@ -162,6 +169,26 @@ def read(path, default=None, limit=1024 * 1024):
     """A file's text; `default` when it is missing, a symlink, not a regular file or above `limit`."""
     data = read_untrusted(path, limit)
     return default if data in (None, NOT_REGULAR) else data.decode("utf-8", "replace")
+
+
+def lock_look(path):
+    """The role's lock as it is, read without taking it: (holder, stamp).
+    A holder that is not root's own small regular file counts as held
+    (taking the lock names what is wrong with it)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return {}, None
+    except OSError as exc:
+        return {"id": "unreadable (%s)" % exc.strerror}, None
+    stamp = [st.st_ino, st.st_mtime_ns, st.st_size]
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        return {"id": "not root's own file"}, stamp
+    try:
+        holder = json.loads(read(path, "", limit=65536) or "{}")
+    except ValueError:
+        holder = {"id": "unreadable"}
+    return (holder if isinstance(holder, dict) else {"id": "unreadable"}), stamp
 
 
 def socket_file(path):
@@ -716,10 +743,14 @@ def main():
             "socket_files": {"type": "list", "elements": "path", "default": []},
             "binary": {"type": "path"},
             "textfile_record": {"type": "path"},
+            "lock_file": {"type": "path"},
         },
         supports_check_mode=True,
     )
     p = module.params
+    if os.geteuid() != 0:
+        module.fail_json(msg=NOT_ROOT % os.geteuid())
+    lock_before = lock_look(p["lock_file"]) if p["lock_file"] else ({}, None)
     supervisor, waited, ready, fresh = settle(module, p)
     listeners = read_listeners(module, supervisor)
     sysctl_live, sysctl_settings = read_sysctls(module, p)
@@ -782,6 +813,10 @@ def main():
         "paths": {pattern: bool(glob.glob(pattern)) for pattern in p["paths"]},
         "write_problems": {path: why for path, why in ((d, write_problem(d)) for d in p["write_dirs"]) if why},
     }
+    if p["lock_file"]:
+        # Read before and after the rest: a run that took or gave back the lock meanwhile shows.
+        lock_after = lock_look(p["lock_file"])
+        result["lock"] = {"holder": lock_before[0] or lock_after[0], "moved": lock_before[1] != lock_after[1]}
     if p["textfile"]:
         text = read(p["textfile"])
         try:

@@ -732,6 +732,11 @@ def lock_decision(current, me, now, stale_after, stale_id=None, clock=None, work
     return {"take": False, "why": "", "who": who}
 
 
+NOT_ROOT = ("this run is not root on the host (uid %d): the role writes system files and starts programs "
+            "as their users, so it needs root. Set `become: true` on the play (or connect as root). Nothing "
+            "was changed.")
+
+
 ENVIRON_LIMIT = 1 << 20
 
 

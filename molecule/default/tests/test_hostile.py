@@ -34,6 +34,9 @@ def changed_app(**changes):
 
 
 def lock_is_free(host):
+    # A run that found nothing to change never made it.
+    if not host.file(LOCK).exists:
+        return
     assert host.file(LOCK).content_string.strip() == "{}"
     assert host.file(LOCK).user == "root" and host.file(LOCK).mode == 0o600
 
@@ -159,14 +162,19 @@ def test_a_run_without_become_says_so_and_writes_nothing(host, tmp_path):
 
 def test_the_lock_waits_at_most_its_deadline(host, tmp_path):
     """A held flock on the role's own lock (only root can take it) is waited
-    for until uwsgi_lock_wait, then named."""
-    ok(run_with(tmp_path, "lock-made", {}))
+    for until uwsgi_lock_wait, then named, by a run with something to change;
+    a run that finds the host as it asks takes no lock and ends."""
+    ok(run_with(tmp_path, "lock-made", changed_app(listen=3000)))
     host.check_output(f"nohup flock {LOCK} sleep 120 >/dev/null 2>&1 &")
     time.sleep(1)
     try:
+        converged = ok(run_with(tmp_path, "lock-busy-converged", dict(changed_app(listen=3000), uwsgi_lock_wait=3)))
+        assert hc.recap_changed(converged.stdout) == {host.backend.get_hostname(): 0}, converged.stdout[-3000:]
+        assert "Take the host's lock" not in converged.stdout
         started = time.monotonic()
         run = run_with(tmp_path, "lock-busy", {"uwsgi_lock_wait": 3})
         assert run.returncode != 0 and "stayed busy for 3 s (uwsgi_lock_wait)" in hc.said(run), hc.said(run)[-2000:]
         assert time.monotonic() - started < 120
     finally:
         host.run(f"pkill -f 'flock {LOCK}'")
+    ok(run_with(tmp_path, "lock-free-again", {}))
