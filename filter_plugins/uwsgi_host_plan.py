@@ -617,6 +617,25 @@ def uwsgi_host_needs(probe, ctx):
             "install": bool(missing or reinstall or venv_plan.get("build") or venv_plan.get("deps") or not up),
             "remove": remove}
 
+def uwsgi_decisions(apps, probe, ctx):
+    """Everything the run decides from its probe, in one call, each decision
+    fed to the next: the plan (uwsgi_host_plan), the kernel limits to set
+    (uwsgi_sysctl_targets), the virtualenvs' plan (uwsgi_venv_plan), what
+    else the host needs (uwsgi_host_needs) and what the host rules out
+    (uwsgi_preflight_errors). ctx: the arguments those take, by name."""
+    present = [app for app in apps if app.get("state", "present") == "present"]
+    plan = uwsgi_host_plan(apps, probe, ctx["settings"])
+    sysctl = uwsgi_sysctl_targets(ctx["sysctls"], probe, ctx["sysctl_file"], ctx["explicit_sysctls"],
+                                  ctx["allow_lower"])
+    venv_plan = uwsgi_venv_plan(present, probe, ctx["pip_version"])
+    # The sampler runs only while the role has an app on the host.
+    sampler_on = bool(ctx["needs"]["sampler"]) and not plan.get("empty")
+    needs = uwsgi_host_needs(probe, dict(ctx["needs"], venv_plan=venv_plan, plan=plan, sampler_on=sampler_on))
+    errors = uwsgi_preflight_errors(plan, probe, dict(ctx["preflight"], venv_plan=venv_plan,
+                                                      persisted=sysctl.get("values", {})))
+    return {"plan": plan, "sysctl_targets": sysctl, "venv_plan": venv_plan, "needs": needs, "errors": errors}
+
+
 def uwsgi_unsettled(seen):
     """Why this run has to change the host: empty when the host is as the
     play says, and the run then takes no lock and ends after its proof.
@@ -655,6 +674,7 @@ class FilterModule:
         return {
             "uwsgi_host_needs": uwsgi_host_needs,
             "uwsgi_unsettled": uwsgi_unsettled,
+            "uwsgi_decisions": uwsgi_decisions,
             "uwsgi_host_plan": uwsgi_host_plan,
             "uwsgi_sysctl_overrides": uwsgi_sysctl_overrides,
             "uwsgi_sysctl_targets": uwsgi_sysctl_targets,
