@@ -80,3 +80,29 @@ def test_a_lock_that_is_not_json_counts_as_held(tmp_path):
     path.write_text("garbage")
     os.chmod(path, 0o600)
     assert probe.lock_look(str(path))[0]["id"] == "unreadable"
+
+
+def test_one_call_decides_the_plan_the_kernel_limits_the_needs_and_the_refusals():
+    """Each decision feeds the next within the call: a host whose live
+    somaxconn is 128 and which lacks uwsgi-core."""
+    from test_decisions import SETTINGS, apps, probe as host_probe
+
+    seen = host_probe(packages={"supervisor": True, "uwsgi-core": False}, service={"active": True, "enabled": True},
+                      backups=[], config_dir_files=["flaskapp.ini"], proc_sys_writable=True,
+                      sysctl_live={"net.core.somaxconn": 128, "net.ipv4.tcp_max_syn_backlog": 4096},
+                      sysctl_settings=[{"path": "/etc/sysctl.d/60-uwsgi-backlog.conf",
+                                        "key": "net.ipv4.tcp_max_syn_backlog", "value": "4096"}])
+    sysctls = {"net.core.somaxconn": 4096, "net.ipv4.tcp_max_syn_backlog": 4096}
+    ctx = {"settings": SETTINGS, "sysctls": sysctls, "sysctl_file": "/etc/sysctl.d/60-uwsgi-backlog.conf",
+           "explicit_sysctls": [], "allow_lower": False, "pip_version": "2.0.28",
+           "needs": {"packages": ["supervisor", "uwsgi-core"], "target": "host", "sampler": True,
+                     "sampler_program": "uwsgi-sampler", "binary_package": "uwsgi-core", "install_packages": True},
+           "preflight": {"host": "web1", "target": "host", "install_packages": True, "log_dir": "/var/log/supervisor",
+                         "manage_sysctl": True, "somaxconn": 4096, "listen_max": 4096,
+                         "sysctl_file": "/etc/sysctl.d/60-uwsgi-backlog.conf", "sysctls": sysctls}}
+    decided = f.uwsgi_decisions(f.uwsgi_public(apps()), seen, ctx)
+    assert decided["sysctl_targets"]["pending"] == ["net.core.somaxconn"]
+    assert decided["needs"]["missing_packages"] == ["uwsgi-core"] and decided["needs"]["install"]
+    assert decided["needs"]["remove"] is False
+    assert decided["venv_plan"] == {"build": [], "deps": [], "homes": {}, "stale": []}
+    assert decided["plan"]["errors"] == [] and decided["errors"] == []
