@@ -24,6 +24,15 @@ from ansible.plugins.loader import lookup_loader
 ATTRS = ("path", "owner", "group", "mode", "backup")
 
 
+class _FileVars(dict):
+    """The play's variables, as the template lookup gets them for each file:
+    it deep-copies them (40 ms with 40 apps, for each of their 160 files);
+    a shallow copy is enough, as it only adds its own keys to the copy."""
+
+    def __deepcopy__(self, memo):
+        return dict(self)
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("dirs", "templates", "copies", "contents", "trials", "write"))
@@ -36,7 +45,7 @@ class ActionModule(ActionBase):
         files, secret_files, secret_contents = [], [], []
         for entry in args.get("templates") or []:
             source = self._find_needle("templates", entry["src"])
-            content = template.run([source], task_vars, template_vars=entry.get("vars") or {})[0]
+            content = template.run([source], _FileVars(task_vars), template_vars=entry.get("vars") or {})[0]
             spec = {key: entry[key] for key in ATTRS if key in entry}
             if entry.get("secret"):
                 secret_files.append(spec)

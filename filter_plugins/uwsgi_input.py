@@ -11,6 +11,7 @@ import importlib.util
 import os
 import posixpath
 import re
+from collections.abc import Mapping
 
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -177,11 +178,23 @@ def uwsgi_role_variables(names, specs=None):
     return sorted(name for name in names if name in variables)
 
 
+def _plain(value):
+    """`value` as plain dicts and lists, each element read once: Ansible hands
+    a filter containers that template an element on every read, and the
+    validator copies and reads each many times (5 s for 40 apps)."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
 def uwsgi_spec_errors(values, specs=None):
     """Every type, choice and unknown-key mistake in the role's variables
     (`values`: those the play defines, by name) and in each app of
     uwsgi_apps, one short line each, found by ansible-core's own validator
     against the specs' entry points `variables` and `app`."""
+    values = _plain(values)
     specs = specs or uwsgi_specs()
     variables, app_spec = specs["variables"]["options"], specs["app"]["options"]
     errors = []
