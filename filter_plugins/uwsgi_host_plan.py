@@ -654,6 +654,8 @@ def uwsgi_unsettled(seen):
         ((seen.get("needs") or {}).get("install"), "packages or Supervisor to install or start"),
         ((seen.get("needs") or {}).get("remove"), "something to remove"),
         (seen.get("sysctl_pending"), "kernel listen limits to raise"),
+        # A look that failed (failed_when: false keeps the run going) says nothing of the files.
+        ("changed_files" not in look, "files the look could not compare (%s)" % look.get("msg")),
         (look.get("changed_files"), "files to write"),
         (look.get("trials"), "apps to try aside"),
         (any(steps.get(key) for key in ("load", "start", "restart", "listen", "reload", "chain", "switch",

@@ -32,6 +32,8 @@ def test_a_host_as_the_play_says_needs_nothing():
     ("sysctl_pending", ["net.core.somaxconn"], "kernel listen limits"),
     ("look", {"changed_files": ["/etc/uwsgi/supervisor/a.ini"], "trials": []}, "files to write"),
     ("look", {"changed_files": [], "trials": [{"name": "a", "ok": None}]}, "apps to try aside"),
+    ("look", {"failed": False, "msg": "chgrp failed: failed to look up group uwsgi-sampler"},
+     "could not compare (chgrp failed"),
     ("apply", dict(SETTLED["apply"], chain=["a"]), "apps to start, reload or restart"),
     ("apply", dict(SETTLED["apply"], listen=["a"]), "apps to start, reload or restart"),
     ("sampler_action", "restart", "sampler to start"),
