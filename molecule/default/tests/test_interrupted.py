@@ -167,6 +167,28 @@ def test_a_held_dpkg_lock_is_waited_for_on_a_first_install(host, tmp_path):
         hc.ok(run_with(tmp_path, "no-logrotate", {"uwsgi_apps": BASE_APPS}))
 
 
+def restart_all_during(host, extra, ready, never, settle=0):
+    """A run with `extra` in the background, and `supervisorctl restart all`
+    once `ready()` holds (then `settle` seconds more): its return code and output."""
+    run = start_run(extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(600):
+            if ready():
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(never)
+        time.sleep(settle)
+        # It starts every program, the stopped instance too; some may not reach RUNNING: its rc is not the run's.
+        host.run("supervisorctl restart all")
+        out, _ = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    return run.returncode, " ".join(out.split())
+
+
 def test_a_restart_of_everything_during_a_switch_is_not_the_changes_fault(host, tmp_path):
     """An operator's `supervisorctl restart all` while the new instance
     loads: the run proves the restarted instance instead of rolling back a
@@ -176,23 +198,10 @@ def test_a_restart_of_everything_during_a_switch_is_not_the_changes_fault(host, 
     idle = status[name]["idle"]
     extra = tmp_path / "restart-all.json"
     extra.write_text(json.dumps(with_env(IMPORT_SECONDS="6")))
-    run = start_run(extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        for _ in range(600):
-            if host.run(f"supervisorctl status {idle}").stdout.split()[1:2] == ["RUNNING"]:
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError("the new instance never started")
-        # It starts every program, the stopped instance too; some may not reach RUNNING: its rc is not the run's.
-        host.run("supervisorctl restart all")
-        out, _ = run.communicate(timeout=600)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    said = " ".join(out.split())
-    assert run.returncode == 0, said[-3000:]
+    returncode, said = restart_all_during(
+        host, extra, lambda: host.run(f"supervisorctl status {idle}").stdout.split()[1:2] == ["RUNNING"],
+        "the new instance never started")
+    assert returncode == 0, said[-3000:]
     assert f"{idle} was restarted from outside this run" in said, said[-3000:]
     assert "restored" not in said and "rolled back" not in said
     assert "IMPORT_SECONDS" in host.file(f"/etc/uwsgi/supervisor/{name}.env.ini").content_string
@@ -213,23 +222,10 @@ def test_a_restart_of_everything_during_a_graceful_reload_is_not_the_changes_fau
         changed = dict(GRACEFUL_APP, environment=dict(GRACEFUL_APP["environment"], IMPORT_SECONDS="6"))
         extra = tmp_path / "graceful-restart-all.json"
         extra.write_text(json.dumps({"uwsgi_apps": BASE_APPS + [changed]}))
-        run = start_run(extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            for _ in range(600):
-                if "IMPORT_SECONDS" in host.run("cat /etc/uwsgi/supervisor/oldway.env.ini 2>/dev/null").stdout:
-                    break
-                time.sleep(0.1)
-            else:
-                raise AssertionError("the change was never written")
-            time.sleep(1)
-            host.run("supervisorctl restart all")
-            out, _ = run.communicate(timeout=600)
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
-        said = " ".join(out.split())
-        assert run.returncode == 0, said[-3000:]
+        returncode, said = restart_all_during(
+            host, extra, lambda: "IMPORT_SECONDS" in host.run("cat /etc/uwsgi/supervisor/oldway.env.ini 2>/dev/null").stdout,
+            "the change was never written", settle=1)
+        assert returncode == 0, said[-3000:]
         assert "restored" not in said and "rolled back" not in said, said[-3000:]
         assert "IMPORT_SECONDS" in host.file("/etc/uwsgi/supervisor/oldway.env.ini").content_string
         assert hc.supervisor_state(host, "oldway")[0] == "RUNNING"
