@@ -11,17 +11,17 @@ Arguments: state (acquired or released), path, wait, stale_after.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 
+import ansible.module_utils
 from ansible.plugins.action import ActionBase
 
-
-_spec = importlib.util.spec_from_file_location(
-    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
-host = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(host)
+try:
+    from ansible.module_utils import uwsgi_host as host
+except ImportError:  # the role's filters were not loaded in this process: the same path they add
+    ansible.module_utils.__path__.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
+    from ansible.module_utils import uwsgi_host as host
 
 
 def process_started(pid):

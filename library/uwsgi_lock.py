@@ -45,20 +45,13 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 # Ansible packs the role's module_utils with this module. A linter that loads
-# the file by itself (ansible-lint's argument check, in a project that installs
-# the role) finds them beside it.
+# the file by itself (ansible-lint's argument check) finds them beside it.
 try:
     import ansible.module_utils.uwsgi_host  # noqa: F401 pylint: disable=unused-import
 except ImportError:  # pragma: no cover - outside Ansible's module packaging
-    import importlib.util
-    import sys
+    import ansible.module_utils
 
-    for _name in ("uwsgi_host",):
-        _spec = importlib.util.spec_from_file_location(
-            "ansible.module_utils." + _name,
-            os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", _name + ".py"))
-        sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
-        _spec.loader.exec_module(sys.modules[_spec.name])
+    ansible.module_utils.__path__.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
 
 from ansible.module_utils.uwsgi_host import NOT_ROOT, lock_decision, marked_processes, untrusted_by
 

@@ -794,18 +794,3 @@ def workers_left_behind(workers, since, processes=None):
                  key=lambda w: (w.get("started") is None, w.get("started") or 0))
     return {"old": old, "complete": None if not processes else len(workers) >= int(processes)}
 
-
-def load_role_python(folder, name):
-    """One of the role's own Python files (filter_plugins/NAME.py) as a
-    module, loaded once per process: the stages of the role's decisions read
-    each other's functions through it."""
-    import importlib.util  # pylint: disable=import-outside-toplevel
-    import sys  # pylint: disable=import-outside-toplevel
-    key = "backlogops_uwsgi_%s_%s" % (folder, name)
-    if key not in sys.modules:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", folder, name + ".py")
-        spec = importlib.util.spec_from_file_location(key, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]

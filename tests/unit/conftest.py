@@ -1,6 +1,7 @@
 """The role's Python, imported as the role loads it: module_utils/ for the
-host parsers, filter_plugins/ for the decisions."""
+host parsers and the decisions, through filter_plugins/uwsgi.py."""
 
+import importlib
 import importlib.util
 import pathlib
 import sys
@@ -18,13 +19,12 @@ def load(name, relative):
     return module
 
 
-uwsgi_host = load("uwsgi_host", "module_utils/uwsgi_host.py")
-uwsgi_trial = load("uwsgi_trial", "module_utils/uwsgi_trial.py")
-# The role's decisions, one file per stage of its path (filter_plugins/), read
-# here as one namespace: each stage loads the others it needs the way Ansible's
-# filter loader leaves it to (uwsgi_host.load_role_python).
-STAGES = ("uwsgi_input", "uwsgi_host_plan", "uwsgi_state", "uwsgi_apply", "uwsgi_proof", "uwsgi_report")
+# The role's shared Python, imported as its plugins and modules import it
+# (filter_plugins/uwsgi.py adds module_utils/ to ansible.module_utils).
+filter_plugin = load("uwsgi_filter_plugin", "filter_plugins/uwsgi.py")
+uwsgi_host = sys.modules["ansible.module_utils.uwsgi_host"]
+uwsgi_trial = importlib.import_module("ansible.module_utils.uwsgi_trial")
+# The role's decisions, one file per stage of its path, read here as one namespace.
 filters = types.SimpleNamespace()
-for _stage in STAGES:
-    vars(filters).update({key: value for key, value in vars(uwsgi_host.load_role_python("filter_plugins", _stage)).items()
-                          if not key.startswith("__")})
+for _stage in filter_plugin.STAGES:
+    vars(filters).update({key: value for key, value in vars(_stage).items() if not key.startswith("__")})

@@ -5,35 +5,27 @@ socket at its path, its workers as uWSGI counts them, whether it served)."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 
-DOCUMENTATION = ""
-
-_spec = importlib.util.spec_from_file_location(
-    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
-host = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(host)
-_input = host.load_role_python("filter_plugins", "uwsgi_input")
+from ansible.module_utils import uwsgi_host as host
+from ansible.module_utils.uwsgi_input import uwsgi_other_children
 
 
-uwsgi_other_children = _input.uwsgi_other_children
 
 
-def _workers(app, probe):
+def worker_count(app, probe):
     """The app's worker count as uWSGI counts them: its master's children
     less its mules, spoolers and attached daemons (None when unknown)."""
     children = (probe.get("workers") or {}).get(app["name"])
     return None if children is None else max(children - uwsgi_other_children(app), 0)
 
 
-def _socket_in_effect(app, probe, users=None):
+def app_socket_in_effect(app, probe, users=None):
     user = (users if users is not None else probe.get("users") or {}).get(app["uid"]) or {}
     return host.socket_in_effect(app["socket"], probe.get("listeners", []),
                                  (probe.get("socket_files") or {}).get(app["socket"]), user.get("uid"))
 
 
-def _pending(name, probe):
+def files_unread(name, probe):
     """Whether an app's files changed after its master last read them (a run
     interrupted after writing them): the role's record of its last proven
     run, else when the master last (re)started, against the files' mtime."""
@@ -74,7 +66,7 @@ def uwsgi_code_changes(apps, probe, notified=False, only=None):
 PROGRAM_MARGIN = 2.0
 
 
-def _binary_pending(name, probe):
+def binary_replaced(name, probe):
     """Whether the uwsgi binary an app's program runs was replaced after
     Supervisor started its master (a package upgrade, or a run interrupted
     after a pip build): the master still runs the old one."""
@@ -84,7 +76,7 @@ def _binary_pending(name, probe):
                 and float(record["binary_mtime"]) > float(started) + PROGRAM_MARGIN)
 
 
-def _deps_pending(app, probe):
+def deps_unloaded(app, probe):
     """Whether the packages the role recorded in an app's virtualenv were
     installed after its master last loaded its app (a run interrupted between
     the install and the reload): the record's mtime against the master's last
@@ -97,7 +89,7 @@ def _deps_pending(app, probe):
                 and float(venv["deps_mtime"]) > float(started) + PROGRAM_MARGIN)
 
 
-def _program_pending(name, probe):
+def program_unread(name, probe):
     """Whether an app's Supervisor program file changed after Supervisor last
     (re)started its master: a run interrupted after writing it (a new uid)."""
     record = probe.get("managed", {}).get(name, {})
@@ -124,15 +116,13 @@ def uwsgi_unserved(name, probe):
     backlogs = host.backlogs_by_socket(probe.get("listeners", []))
     if sockets and all(host.socket_key(s) not in backlogs for s in sockets):
         return "no socket of its was listening"
-    if _pending(name, probe):
+    if files_unread(name, probe):
         return "its files had changed after its master last read them, so they never served"
     return None
 
 
-class FilterModule:
-    def filters(self):
-        return {
-            "uwsgi_other_children": uwsgi_other_children,
-            "uwsgi_unserved": uwsgi_unserved,
-            "uwsgi_code_changes": uwsgi_code_changes,
-        }
+FILTERS = {
+    "uwsgi_other_children": uwsgi_other_children,
+    "uwsgi_unserved": uwsgi_unserved,
+    "uwsgi_code_changes": uwsgi_code_changes,
+}

@@ -3,25 +3,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 
-DOCUMENTATION = ""
-
-_spec = importlib.util.spec_from_file_location(
-    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
-host = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(host)
-_input = host.load_role_python("filter_plugins", "uwsgi_input")
-SAMPLER_PROGRAM = _input.SAMPLER_PROGRAM
-_state = host.load_role_python("filter_plugins", "uwsgi_state")
-_binary_pending = _state._binary_pending
-_deps_pending = _state._deps_pending
-_pending = _state._pending
-_program_pending = _state._program_pending
-_socket_in_effect = _state._socket_in_effect
-_workers = _state._workers
+from ansible.module_utils import uwsgi_host as host
+from ansible.module_utils.uwsgi_input import SAMPLER_PROGRAM, uwsgi_other_children
+from ansible.module_utils.uwsgi_state import (
+    app_socket_in_effect,
+    binary_replaced,
+    deps_unloaded,
+    files_unread,
+    program_unread,
+    worker_count,
+)
 
 
 def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None, code=None):
@@ -51,11 +44,11 @@ def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None, 
             reasons.append("its new packages, in their own home %s" % home)
         elif name in installed.get("deps", []):
             reasons.append("its packages changed")
-        if programs.get(name, {}).get("state") == "RUNNING" and _pending(name, probe):
+        if programs.get(name, {}).get("state") == "RUNNING" and files_unread(name, probe):
             reasons.append("its files changed after its master last read them")
-        if _program_pending(name, probe):
+        if program_unread(name, probe):
             reasons.append("its Supervisor program changed after its master started")
-        if programs.get(name, {}).get("state") == "RUNNING" and _deps_pending(app, probe):
+        if programs.get(name, {}).get("state") == "RUNNING" and deps_unloaded(app, probe):
             reasons.append("its packages were installed after its master last loaded them")
         if name in (code or {}):
             reasons.append("its code is new: %s" % code[name])
@@ -90,7 +83,7 @@ def _program_step(plan, name, changed, probe):
         # interrupted before `supervisorctl update`): `start` cannot find it.
         plan["load"].append(name)
         plan["why"].append("%s: start (its Supervisor program was written but never loaded)" % name)
-    elif state in ("RUNNING", "STARTING", "BACKOFF") and _program_pending(name, probe):
+    elif state in ("RUNNING", "STARTING", "BACKOFF") and program_unread(name, probe):
         plan["load"].append(name)
         plan["why"].append("%s: stop and start (its Supervisor program changed after its master started: %s)"
                            % (name, "an interrupted run left it"))
@@ -107,9 +100,9 @@ def _soft_reasons(app, changed, probe, state, backlog):
     name = app["name"]
     files_changed = name in changed.get("inis", []) or name in changed.get("envs", [])
     deps_changed = name in changed.get("deps", [])
-    deps_pending = state == "RUNNING" and not deps_changed and _deps_pending(app, probe)
-    pending = _pending(name, probe)
-    workers = _workers(app, probe)
+    deps_pending = state == "RUNNING" and not deps_changed and deps_unloaded(app, probe)
+    pending = files_unread(name, probe)
+    workers = worker_count(app, probe)
     scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
     wrong_workers = state == "RUNNING" and not scaled and workers is not None and workers != app["processes"]
     checks = [
@@ -132,7 +125,7 @@ def _hard_reasons(app, changed, probe, state, backlog):
     hard = []
     if name in changed.get("binaries", []):
         hard.append("its uwsgi binary changed")
-    elif state == "RUNNING" and _binary_pending(name, probe):
+    elif state == "RUNNING" and binary_replaced(name, probe):
         hard.append("its uwsgi binary changed after its master started (an upgrade, or an interrupted run)")
     if record.get("sockets") and [host.socket_key(x) for x in record["sockets"]] != [host.socket_key(app["socket"])]:
         hard.append("its socket moved")
@@ -140,9 +133,9 @@ def _hard_reasons(app, changed, probe, state, backlog):
         hard.append("it is %s" % state)
     if backlog is None and state == "RUNNING" and not hard:
         hard.append("no socket of its is listening")
-    if state == "RUNNING" and _workers(app, probe) == 0 and not hard:
+    if state == "RUNNING" and worker_count(app, probe) == 0 and not hard:
         hard.append("its master has no worker (still loading its app, or crash-looping)")
-    listener, wrong = _socket_in_effect(app, probe)
+    listener, wrong = app_socket_in_effect(app, probe)
     if state == "RUNNING" and listener and wrong and not hard:
         hard.append(wrong)
     return hard
@@ -223,7 +216,7 @@ def _beside_reasons(app, changed, probe, code):
     """Why a beside app needs a new instance (empty: it serves as asked)."""
     name = app["name"]
     entry = probe.get("supervisor", {}).get("programs", {}).get(name) or {}
-    workers = _workers(app, probe)
+    workers = worker_count(app, probe)
     scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
     checks = [
         (name in changed.get("programs", []), "its Supervisor program changed"),
@@ -232,12 +225,12 @@ def _beside_reasons(app, changed, probe, code):
         (name in changed.get("binaries", []), "its uwsgi binary changed"),
         (entry.get("state") != "RUNNING", "no instance of it serves (%s)" % entry.get("state", "not loaded")),
         (bool(entry.get("extra")), "two instances of it run (a switch that did not finish)"),
-        (entry.get("state") == "RUNNING" and _pending(name, probe), "its files changed after its instance started"),
-        (entry.get("state") == "RUNNING" and _program_pending(name, probe),
+        (entry.get("state") == "RUNNING" and files_unread(name, probe), "its files changed after its instance started"),
+        (entry.get("state") == "RUNNING" and program_unread(name, probe),
          "its Supervisor program changed after its instance started"),
-        (entry.get("state") == "RUNNING" and _binary_pending(name, probe),
+        (entry.get("state") == "RUNNING" and binary_replaced(name, probe),
          "its uwsgi binary changed after its instance started"),
-        (entry.get("state") == "RUNNING" and _deps_pending(app, probe),
+        (entry.get("state") == "RUNNING" and deps_unloaded(app, probe),
          "its packages were installed after its instance started"),
         (entry.get("state") == "RUNNING" and not scaled and workers is not None and workers != app["processes"],
          "it runs %s workers, not %s" % (workers, app["processes"])),
@@ -276,7 +269,7 @@ def _beside_plan(plan, app, changed, probe, code):
     rebind = new_user or bool(lost)
     if entry is None or reasons or adopt:
         plan["switch"].append({"name": name, "children": 1 if any(str(k).startswith("cheaper") for k in app.get(
-            "options") or {}) else app["processes"] + _input.uwsgi_other_children(app), "timeout": app["ready_timeout"],
+            "options") or {}) else app["processes"] + uwsgi_other_children(app), "timeout": app["ready_timeout"],
             "update": name in changed.get("programs", []), "pool_restart": moved and entry is not None and not adopt,
             "adopt": adopt, "uid": app["uid"], "gid": app["gid"], "stage_mark": app["stage_mark"], "rebind": rebind,
             "socket": None if moved else app["socket"]})
@@ -288,7 +281,7 @@ def _lost_socket(app, probe, pool):
     was deleted or replaced), else None."""
     if app["socket_kind"] != "unix" or pool.get("state") != "RUNNING":
         return None
-    listener, wrong = _socket_in_effect(app, probe)
+    listener, wrong = app_socket_in_effect(app, probe)
     return wrong if listener else None
 
 
@@ -493,17 +486,15 @@ def uwsgi_sampler_files(settings, probe, check_mode=False):
             "before": (probe.get("dirs") or {}).get(settings["textfile_dir"]) or {}, "record": settings["record"],
             "recorded": probe.get("textfile_record") or {}}
 
-class FilterModule:
-    def filters(self):
-        return {
-            "uwsgi_sampler_files": uwsgi_sampler_files,
-            "uwsgi_apply_plan": uwsgi_apply_plan,
-            "uwsgi_trial_plan": uwsgi_trial_plan,
-            "uwsgi_trial_line": uwsgi_trial_line,
-            "uwsgi_listen_fallbacks": uwsgi_listen_fallbacks,
-            "uwsgi_file_plan": uwsgi_file_plan,
-            "uwsgi_changed_apps": uwsgi_changed_apps,
-            "uwsgi_changed_envs": uwsgi_changed_envs,
-            "uwsgi_dirs_restored": uwsgi_dirs_restored,
-            "uwsgi_sampler_action": uwsgi_sampler_action,
-        }
+FILTERS = {
+    "uwsgi_sampler_files": uwsgi_sampler_files,
+    "uwsgi_apply_plan": uwsgi_apply_plan,
+    "uwsgi_trial_plan": uwsgi_trial_plan,
+    "uwsgi_trial_line": uwsgi_trial_line,
+    "uwsgi_listen_fallbacks": uwsgi_listen_fallbacks,
+    "uwsgi_file_plan": uwsgi_file_plan,
+    "uwsgi_changed_apps": uwsgi_changed_apps,
+    "uwsgi_changed_envs": uwsgi_changed_envs,
+    "uwsgi_dirs_restored": uwsgi_dirs_restored,
+    "uwsgi_sampler_action": uwsgi_sampler_action,
+}

@@ -3,17 +3,9 @@ queue, and the listeners an older limit still caps."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 
-DOCUMENTATION = ""
-
-_spec = importlib.util.spec_from_file_location(
-    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
-host = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(host)
-_host_plan = host.load_role_python("filter_plugins", "uwsgi_host_plan")
-_int = _host_plan._int
+from ansible.module_utils import uwsgi_host as host
+from ansible.module_utils.uwsgi_input import as_int
 
 
 # Processes whose listeners are systemd's own (PID 1, journald, udevd, resolved ...):
@@ -61,7 +53,7 @@ def uwsgi_report(probes):
             })
         live = (probe.get("sysctl_live") or {}).get("net.core.somaxconn")
         older = set(KERNEL_SOMAXCONN_DEFAULTS)
-        older.update(v for v in (_int(s["value"]) for s in probe.get("sysctl_settings", [])
+        older.update(v for v in (as_int(s["value"]) for s in probe.get("sysctl_settings", [])
                                  if s["key"] == "net.core.somaxconn") if v is not None)
         app_sockets = {host.socket_key(socket) for _, socket in per_app}
         for listener in probe.get("listeners", []):
@@ -96,8 +88,6 @@ def uwsgi_report(probes):
     return {"apps": apps, "capped": capped, "missing": missing, "system": system, "lines": lines}
 
 
-class FilterModule:
-    def filters(self):
-        return {
-            "uwsgi_report": uwsgi_report,
-        }
+FILTERS = {
+    "uwsgi_report": uwsgi_report,
+}

@@ -7,7 +7,6 @@ change. Pure functions of the role's variables."""
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import os
 import posixpath
 import re
@@ -17,12 +16,7 @@ import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.errors import ArgumentValueError
 
-DOCUMENTATION = ""
-
-_spec = importlib.util.spec_from_file_location(
-    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
-host = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(host)
+from ansible.module_utils import uwsgi_host as host
 
 
 # Keys of uwsgi.ini the role writes itself from its own variables: given in
@@ -236,7 +230,7 @@ def _count(value):
     return len(value if isinstance(value, list) else [value])
 
 
-def _int(value):
+def as_int(value):
     try:
         return int(str(value).strip())
     except ValueError:
@@ -251,11 +245,11 @@ def uwsgi_other_children(app):
     options = {str(k).replace("_", "-").lower(): v for k, v in (app.get("options") or {}).items()}
     extra = 0
     if "mules" in options:
-        extra += _int(options["mules"]) or 0
+        extra += as_int(options["mules"]) or 0
     if "mule" in options:
         extra += _count(options["mule"])
     if "spooler" in options:
-        extra += _count(options["spooler"]) * (_int(options.get("spooler-processes", 1)) or 1)
+        extra += _count(options["spooler"]) * (as_int(options.get("spooler-processes", 1)) or 1)
     for key, value in options.items():
         if key.startswith(("attach-daemon", "smart-attach-daemon", "attach-control-daemon")):
             extra += _count(value)
@@ -329,7 +323,7 @@ def uwsgi_public(apps):
     return [dict(app, environment=sorted(app.get("environment") or {})) for app in apps]
 
 
-def _where(index, app):
+def app_label(index, app):
     return "uwsgi_apps[%d] (%s)" % (index, app["name"])
 
 
@@ -655,7 +649,7 @@ def uwsgi_input_errors(apps, settings, sysctls):
     ctx = {"settings": settings, "somaxconn": int(sysctls["net.core.somaxconn"]), "sockets": {}}
     names = set()
     for index, app in enumerate(apps):
-        where = _where(index, app)
+        where = app_label(index, app)
         errors.extend(_name_errors(where, app, names))
         names.add(app["name"])
         if app["state"] == "present":
@@ -668,14 +662,12 @@ def uwsgi_input_errors(apps, settings, sysctls):
 SAMPLER_PROGRAM = "uwsgi-sampler"
 
 
-class FilterModule:
-    def filters(self):
-        return {
-            "uwsgi_role_variables": uwsgi_role_variables,
-            "uwsgi_spec_errors": uwsgi_spec_errors,
-            "uwsgi_input_warnings": uwsgi_input_warnings,
-            "uwsgi_normalize": uwsgi_normalize,
-            "uwsgi_public": uwsgi_public,
-            "uwsgi_input_errors": uwsgi_input_errors,
-            "uwsgi_ini_escape": uwsgi_ini_escape,
-        }
+FILTERS = {
+    "uwsgi_role_variables": uwsgi_role_variables,
+    "uwsgi_spec_errors": uwsgi_spec_errors,
+    "uwsgi_input_warnings": uwsgi_input_warnings,
+    "uwsgi_normalize": uwsgi_normalize,
+    "uwsgi_public": uwsgi_public,
+    "uwsgi_input_errors": uwsgi_input_errors,
+    "uwsgi_ini_escape": uwsgi_ini_escape,
+}

@@ -5,21 +5,12 @@ did not write, virtualenvs, kernel limits), before anything is changed."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
 import posixpath
 import re
 
-DOCUMENTATION = ""
-
-_spec = importlib.util.spec_from_file_location(
-    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
-host = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(host)
-_input = host.load_role_python("filter_plugins", "uwsgi_input")
-_where = _input._where
-_int = _input._int
+from ansible.module_utils import uwsgi_host as host
+from ansible.module_utils.uwsgi_input import app_label, as_int
 
 
 # Directories that are never the role's own, whatever a tmpfiles.d line says.
@@ -408,7 +399,7 @@ def uwsgi_host_plan(apps, probe, settings):
     role_dirs = {}
     for index, app in enumerate(apps):
         if app["state"] == "present":
-            errors += _app_errors(_where(index, app), app, probe, settings, removing, role_dirs)
+            errors += _app_errors(app_label(index, app), app, probe, settings, removing, role_dirs)
     errors += _client_errors(present, probe, settings)
     _kept_dirs(kept, probe, settings, role_dirs)
     in_use = {host.socket_key(app["socket"]) for app in present}
@@ -473,8 +464,8 @@ def uwsgi_sysctl_targets(wanted, probe, our_file, explicit, allow_lower):
     for key, want in wanted.items():
         want = int(want)
         live = probe.get("sysctl_live", {}).get(key)
-        others = [(path, _int(value)) for order, path, k, value in entries
-                  if k == key and path != our_file and order <= our_name and _int(value) is not None]
+        others = [(path, as_int(value)) for order, path, k, value in entries
+                  if k == key and path != our_file and order <= our_name and as_int(value) is not None]
         floor_from = [("live", live)] if live is not None else []
         floor_from += others
         floor = max([v for _, v in floor_from] + [0])
@@ -493,7 +484,7 @@ def uwsgi_sysctl_targets(wanted, probe, our_file, explicit, allow_lower):
     ours = {}
     for setting in probe.get("sysctl_settings", []):
         if setting["path"] == our_file:
-            ours.setdefault(setting["key"], []).append(_int(setting["value"]))
+            ours.setdefault(setting["key"], []).append(as_int(setting["value"]))
     pending = [key for key, target in targets.items()
                if probe.get("sysctl_live", {}).get(key) != target or ours.get(key) != [target]]
     return {"values": targets, "notes": notes, "pending": pending}
@@ -513,7 +504,7 @@ def uwsgi_sysctl_overrides(settings, our_file, wanted):
     for order, path, key, value in _sysctl_entries(settings, wanted):
         if path == our_file or order <= our_name:
             continue
-        value_int = _int(value)
+        value_int = as_int(value)
         if value_int is None or value_int < wanted[key]:
             overrides.append({"file": path, "key": key, "value": value, "wanted": wanted[key]})
     return overrides
@@ -571,7 +562,7 @@ def uwsgi_preflight_errors(plan, probe, ctx):
     elif target != "image":
         # An image's containers get their sysctls when they are created, not
         # from the build: an image build does not check them.
-        live = _int((probe.get("sysctl_live") or {}).get("net.core.somaxconn"))
+        live = as_int((probe.get("sysctl_live") or {}).get("net.core.somaxconn"))
         if live is None or live < int(ctx["listen_max"]):
             errors.append(
                 "uwsgi_manage_sysctl is false and the live net.core.somaxconn on %s is %s, below the largest listen "
@@ -671,17 +662,15 @@ def uwsgi_unsettled(seen):
     return [why for hit, why in checks if hit]
 
 
-class FilterModule:
-    def filters(self):
-        return {
-            "uwsgi_host_needs": uwsgi_host_needs,
-            "uwsgi_unsettled": uwsgi_unsettled,
-            "uwsgi_decisions": uwsgi_decisions,
-            "uwsgi_host_plan": uwsgi_host_plan,
-            "uwsgi_sysctl_overrides": uwsgi_sysctl_overrides,
-            "uwsgi_sysctl_targets": uwsgi_sysctl_targets,
-            "uwsgi_path_checks": uwsgi_path_checks,
-            "uwsgi_preflight_errors": uwsgi_preflight_errors,
-            "uwsgi_venv_plan": uwsgi_venv_plan,
-            "uwsgi_socket_key": host.socket_key,
-        }
+FILTERS = {
+    "uwsgi_host_needs": uwsgi_host_needs,
+    "uwsgi_unsettled": uwsgi_unsettled,
+    "uwsgi_decisions": uwsgi_decisions,
+    "uwsgi_host_plan": uwsgi_host_plan,
+    "uwsgi_sysctl_overrides": uwsgi_sysctl_overrides,
+    "uwsgi_sysctl_targets": uwsgi_sysctl_targets,
+    "uwsgi_path_checks": uwsgi_path_checks,
+    "uwsgi_preflight_errors": uwsgi_preflight_errors,
+    "uwsgi_venv_plan": uwsgi_venv_plan,
+    "uwsgi_socket_key": host.socket_key,
+}

@@ -3,20 +3,10 @@ took, and what a rollback restores and says."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 
-DOCUMENTATION = ""
-
-_spec = importlib.util.spec_from_file_location(
-    "uwsgi_host", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils", "uwsgi_host.py"))
-host = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(host)
-_state = host.load_role_python("filter_plugins", "uwsgi_state")
-_socket_in_effect = _state._socket_in_effect
-_workers = _state._workers
-uwsgi_other_children = _state.uwsgi_other_children
-uwsgi_unserved = _state.uwsgi_unserved
+from ansible.module_utils import uwsgi_host as host
+from ansible.module_utils.uwsgi_input import uwsgi_other_children
+from ansible.module_utils.uwsgi_state import app_socket_in_effect, uwsgi_unserved, worker_count
 
 
 def uwsgi_proof(apps, probe, users=None, switched=None):
@@ -31,7 +21,7 @@ def uwsgi_proof(apps, probe, users=None, switched=None):
             continue
         name = app["name"]
         state = programs.get(name, {})
-        listener, wrong = _socket_in_effect(app, probe, users)
+        listener, wrong = app_socket_in_effect(app, probe, users)
         backlog = listener["backlog"] if listener and not wrong else None
         problems = []
         switch = next((s for s in switched or [] if s["name"] == name), None)
@@ -50,7 +40,7 @@ def uwsgi_proof(apps, probe, users=None, switched=None):
         fresh = (probe.get("fresh") or {}).get(name)
         if fresh is not None and not fresh["ok"]:
             problems.append(uwsgi_chain_problem(fresh))
-        workers = _workers(app, probe)
+        workers = worker_count(app, probe)
         scaled = any(str(k).startswith("cheaper") for k in app.get("options") or {})
         if not problems and not scaled and workers != app["processes"]:
             problems.append("its master has %s workers, not %d" % (workers, app["processes"]))
@@ -295,15 +285,13 @@ def uwsgi_prove_live(apps, changed_files, touched, apply, sampler_action):
                 or (apply or {}).get("switch") or sampler_action
                 or any(app.get("check_path") for app in apps))
 
-class FilterModule:
-    def filters(self):
-        return {
-            "uwsgi_prove_live": uwsgi_prove_live,
-            "uwsgi_proof": uwsgi_proof,
-            "uwsgi_rollback_report": uwsgi_rollback_report,
-            "uwsgi_check_request": uwsgi_check_request,
-            "uwsgi_ready_item": uwsgi_ready_item,
-            "uwsgi_fresh_items": uwsgi_fresh_items,
-            "uwsgi_applied_record": uwsgi_applied_record,
-            "uwsgi_rollback_files": uwsgi_rollback_files,
-        }
+FILTERS = {
+    "uwsgi_prove_live": uwsgi_prove_live,
+    "uwsgi_proof": uwsgi_proof,
+    "uwsgi_rollback_report": uwsgi_rollback_report,
+    "uwsgi_check_request": uwsgi_check_request,
+    "uwsgi_ready_item": uwsgi_ready_item,
+    "uwsgi_fresh_items": uwsgi_fresh_items,
+    "uwsgi_applied_record": uwsgi_applied_record,
+    "uwsgi_rollback_files": uwsgi_rollback_files,
+}
