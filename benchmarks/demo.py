@@ -34,9 +34,10 @@ BURST = 1000          # non-blocking connects while both workers are busy
 CONNECTIONS = 400     # wrk's concurrency, above uWSGI's default listen (100)
 SERVICE_TIME = 0.05   # /slow?t=0.05: 2 workers serve 40 requests/s
 DURATION = 15         # seconds; at most 400 x 0.05 / 2 = 10 s of queued work
-# Before the role, the sampler (files/uwsgi_sampler.py) is copied in and run
-# by hand for the burst; after, the role's own program uwsgi-sampler writes
-# ROLE_METRICS. The window outlasts the burst and its drain.
+# Before the role, the sampler (files/uwsgi_sampler.py and its codec
+# uwsgi_netlink.py) is copied in and run by hand for the burst; after, the
+# role's own program uwsgi-sampler writes ROLE_METRICS. The window outlasts
+# the burst and its drain.
 SAMPLER_DIR = "/root/demo-sampler"
 SAMPLER_CONFIG = {"apps": [{"name": "flaskapp", "socket": lib.SOCKET}], "interval": 0.1, "window": 60,
                   "output": f"{SAMPLER_DIR}/uwsgi.prom"}
@@ -114,7 +115,9 @@ def start_sampler(phase: str) -> str:
     lib.say(f"no role yet: the role's sampler copied to {SAMPLER_DIR} and started for the burst "
             "(flaskapp, every 0.1 s, peak over 60 s)")
     lib.sh(HOST, f"mkdir -p {SAMPLER_DIR} && rm -f {SAMPLER_DIR}/uwsgi.prom")
-    lib.copy_into(HOST, lib.PROJECT / "files" / "uwsgi_sampler.py", f"{SAMPLER_DIR}/uwsgi_sampler.py")
+    # The script imports its netlink codec from its own directory, as on a host the role set up.
+    for name in ("uwsgi_sampler.py", "uwsgi_netlink.py"):
+        lib.copy_into(HOST, lib.PROJECT / "files" / name, f"{SAMPLER_DIR}/{name}")
     lib.sh(HOST, f"printf '%s\\n' {shlex.quote(json.dumps(SAMPLER_CONFIG))} > {SAMPLER_DIR}/sampler.json")
     # Bounded by timeout should the demo stop before it does.
     lib.start_detached(HOST, f"timeout 300 python3 {SAMPLER_DIR}/uwsgi_sampler.py --config {SAMPLER_DIR}/sampler.json "

@@ -36,7 +36,7 @@ INTERVAL = 0.1      # the role's default (uwsgi_sampler_interval)
 WINDOW = 15         # the role's default (uwsgi_sampler_window)
 SECONDS = 60        # each measurement
 TARGET = 1.0        # % of one core
-WORK = "/root/sampler-bench"          # script, config, metrics (docker cp cannot write to tmpfs)
+WORK = "/root/sampler-bench"          # script and codec, config, metrics (docker cp cannot write to tmpfs)
 SOCKETS = "/run/sampler-bench"        # the listeners' sockets
 SCRIPT = f"{WORK}/uwsgi_sampler.py"
 CONFIG = f"{WORK}/sampler.json"
@@ -106,7 +106,9 @@ def setup() -> dict:
     lib.say(f"fresh container {HOST} from {lib.IMAGE}")
     lib.create_host(HOST)
     lib.sh(HOST, f"echo 4096 > /proc/sys/net/core/somaxconn; mkdir -p {WORK} {SOCKETS}")
-    lib.copy_into(HOST, lib.PROJECT / "files" / "uwsgi_sampler.py", SCRIPT)
+    # The script imports its netlink codec from its own directory, as on a host the role set up.
+    for name in ("uwsgi_sampler.py", "uwsgi_netlink.py"):
+        lib.copy_into(HOST, lib.PROJECT / "files" / name, f"{WORK}/{name}")
     config = {"apps": [{"name": f"app{n}", "socket": f"{SOCKETS}/app{n}.sock"} for n in range(APPS)],
               "interval": INTERVAL, "window": WINDOW, "alert_ratio": 0.9, "output": OUTPUT}
     lib.sh(HOST, f"printf '%s\\n' {shlex.quote(json.dumps(config))} > {CONFIG}")

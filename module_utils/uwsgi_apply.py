@@ -25,7 +25,7 @@ def uwsgi_trial_plan(apps, probe, paths, settings, installed=None, staged=None, 
     run (installed: {binaries, deps}), its packages were staged (staged: the
     venv plan's deps, whose stage the trial imports the app from), its files
     changed after its master last read them, or its code is new (code: from
-    uwsgi_code_changes). None with uwsgi_trial false."""
+    uwsgi_code_changes). Empty with uwsgi_trial false."""
     if not settings.get("trial", True):
         return []
     installed = installed or {}
@@ -346,7 +346,7 @@ def uwsgi_sampler_config(apps, settings, kept=None):
 
 def uwsgi_sampler_action(on, changed_files, probe, paths):
     """How the sampler takes this run's change: `update` loads a new or changed
-    program, `restart` starts a new script or config (or a stopped sampler),
+    program, `restart` starts a new script, codec or config (or a stopped sampler),
     "" when it runs as it should or is off."""
     if not on:
         return ""
@@ -355,7 +355,7 @@ def uwsgi_sampler_action(on, changed_files, probe, paths):
     status = (probe.get("supervisor") or {}).get("programs", {}).get(SAMPLER_PROGRAM)
     if program in changed or status is None:
         return "update"
-    if changed & {paths["sampler"], paths["sampler_config"]} or status.get("state") != "RUNNING":
+    if changed & {paths["sampler"], paths["netlink"], paths["sampler_config"]} or status.get("state") != "RUNNING":
         return "restart"
     return ""
 # Socket directories the role creates: group-writable for the apps that share
@@ -438,6 +438,9 @@ def uwsgi_file_plan(apps, plan, paths, environments, sampler=None, logrotate=Fal
             contents.append({"path": sampler["record"], "owner": "root", "group": "root", "mode": "0600",
                              "content": json.dumps(dict(was, path=sampler["textfile_dir"]), sort_keys=True) + "\n"})
         copies.append({"src": "uwsgi_sampler.py", "path": paths["sampler"], "owner": "root", "group": "root",
+                       "mode": "0755"})
+        # The script imports its netlink codec from its own directory: root's, as the script is.
+        copies.append({"src": "uwsgi_netlink.py", "path": paths["netlink"], "owner": "root", "group": "root",
                        "mode": "0755"})
         contents.append({"path": paths["sampler_config"], "owner": "root", "group": "root", "mode": "0644",
                          "content": json.dumps(uwsgi_sampler_config(apps, sampler, plan.get("kept_apps")), indent=2,

@@ -8,11 +8,11 @@ other users get `--map-root-user` too), so the dumps hold only the sockets made
 here: unix and abstract sockets bind the same fixed names (under
 /tmp/uwsgi-sampler-capture) and TCP sockets the same ports on every run. Each
 listening socket gets a known backlog and a known number of connections
-connected but not accepted. The requests are the sampler's own
-(files/uwsgi_sampler.py); each reply is saved as its datagrams end to end in
-tests/unit/netlink/NAME.bin, and captures.json records the datagram sizes and
-the kernel. Only dumps are sent: nothing on the machine is changed, and the
-namespace goes away with the process.
+connected but not accepted. The requests are the sampler's own (its netlink
+codec, files/uwsgi_netlink.py); each reply is saved as its datagrams end to
+end in tests/unit/netlink/NAME.bin, and captures.json records the datagram
+sizes and the kernel. Only dumps are sent: nothing on the machine is changed,
+and the namespace goes away with the process.
 """
 
 import importlib.util
@@ -48,8 +48,8 @@ TCP6 = [
 MANY = 200  # unix listeners for a dump of several datagrams
 
 
-def load_sampler():
-    spec = importlib.util.spec_from_file_location("uwsgi_sampler", ROOT / "files" / "uwsgi_sampler.py")
+def load_codec():
+    spec = importlib.util.spec_from_file_location("uwsgi_netlink", ROOT / "files" / "uwsgi_netlink.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -57,8 +57,8 @@ def load_sampler():
 
 def dump(request):
     """Send one request; return the reply's datagrams up to NLMSG_DONE or NLMSG_ERROR."""
-    sampler = load_sampler()
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, sampler.NETLINK_SOCK_DIAG)
+    codec = load_codec()
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, codec.NETLINK_SOCK_DIAG)
     sock.bind((0, 0))
     sock.sendto(request, (0, 0))
     datagrams = []
@@ -67,8 +67,8 @@ def dump(request):
         datagrams.append(data)
         offset = 0
         while offset + 16 <= len(data):
-            size, kind = sampler.NLMSG_HDR.unpack_from(data, offset)[:2]
-            if kind in (sampler.NLMSG_DONE, sampler.NLMSG_ERROR):
+            size, kind = codec.NLMSG_HDR.unpack_from(data, offset)[:2]
+            if kind in (codec.NLMSG_DONE, codec.NLMSG_ERROR):
                 sock.close()
                 return datagrams
             offset += (size + 3) & ~3
@@ -88,7 +88,7 @@ def listen(family, address, backlog, pending, keep):
 
 
 def capture():
-    sampler = load_sampler()
+    codec = load_codec()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     shutil.rmtree(DIR, ignore_errors=True)
     os.makedirs(DIR + "/many")
@@ -100,17 +100,17 @@ def capture():
     for _name, address, backlog, pending in TCP6:
         listen(socket.AF_INET6, address, backlog, pending, keep)
     replies = {
-        "unix": ("unix", sampler.encode_unix_dump(1)),
-        "tcp4": ("inet", sampler.encode_inet_dump(2, socket.AF_INET)),
-        "tcp6": ("inet", sampler.encode_inet_dump(3, socket.AF_INET6)),
+        "unix": ("unix", codec.encode_unix_dump(1)),
+        "tcp4": ("inet", codec.encode_inet_dump(2, socket.AF_INET)),
+        "tcp6": ("inet", codec.encode_inet_dump(3, socket.AF_INET6)),
     }
     captured = {name: dump(request) for name, (_kind, request) in replies.items()}
     for index in range(MANY):
         listen(socket.AF_UNIX, "%s/many/%03d.sock" % (DIR, index), 64, 0, keep)
-    captured["unix-many"] = dump(sampler.encode_unix_dump(4))
+    captured["unix-many"] = dump(codec.encode_unix_dump(4))
     replies["unix-many"] = ("unix", None)
     # A family with no sock_diag handler: the kernel answers NLMSG_ERROR (ENOENT).
-    request = bytearray(sampler.encode_unix_dump(5))
+    request = bytearray(codec.encode_unix_dump(5))
     request[16] = socket.AF_APPLETALK
     captured["error-enoent"] = dump(bytes(request))
     replies["error-enoent"] = ("error", None)

@@ -2,10 +2,12 @@
 paths that changed, what a rollback puts back, and which kernel limits a run
 writes at all."""
 
+import ast
 import json
 
 import pytest
 
+from conftest import ROOT
 from conftest import filters as f
 from test_decisions import SETTINGS, apps, errors, probe
 
@@ -112,7 +114,8 @@ def test_a_live_or_persisted_difference_is_written():
 
 SAMPLER = {"textfile_dir": "/var/lib/prometheus/node-exporter", "interval": 0.1, "window": 15, "alert_ratio": 0.9,
            "group": "uwsgi-sampler"}
-PATHS.update(sampler="/usr/local/lib/uwsgi-role/uwsgi_sampler.py", sampler_config="/etc/uwsgi/supervisor/uwsgi-sampler.json")
+PATHS.update(sampler="/usr/local/lib/uwsgi-role/uwsgi_sampler.py", netlink="/usr/local/lib/uwsgi-role/uwsgi_netlink.py",
+             sampler_config="/etc/uwsgi/supervisor/uwsgi-sampler.json")
 
 
 def test_the_sampler_gets_its_script_config_program_and_a_writable_textfile_directory():
@@ -130,12 +133,33 @@ def test_the_sampler_gets_its_script_config_program_and_a_writable_textfile_dire
     assert {"path": "/var/lib/prometheus/node-exporter", "mode": "g+rwx"} in plan["dirs"]
 
 
+def test_the_sampler_script_gets_its_netlink_codec_beside_it():
+    full = apps()
+    present = [a for a in f.uwsgi_public(full) if a["state"] == "present"]
+    plan = f.uwsgi_file_plan(present, f.uwsgi_host_plan(present, probe(), SETTINGS), PATHS, full, SAMPLER)
+    copies = {c["src"]: c for c in plan["copies"]}
+    script, codec = copies["uwsgi_sampler.py"], copies["uwsgi_netlink.py"]
+    assert codec["path"] == PATHS["netlink"]
+    assert codec["path"].rsplit("/", 1)[0] == script["path"].rsplit("/", 1)[0]
+    assert codec["owner"] == codec["group"] == "root" and codec["mode"] == script["mode"]
+    # The host runs the script alone: what it imports from files/ must be copied beside it.
+    tree = ast.parse((ROOT / "files" / "uwsgi_sampler.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    local = {name + ".py" for name in imported if (ROOT / "files" / (name + ".py")).exists()}
+    assert local == {"uwsgi_netlink.py"} and local <= set(copies)
+    # Without the sampler, neither is installed.
+    plan = f.uwsgi_file_plan(present, f.uwsgi_host_plan(present, probe(), SETTINGS), PATHS, full)
+    assert not {"uwsgi_sampler.py", "uwsgi_netlink.py"} & {c["src"] for c in plan["copies"]}
+
+
 @pytest.mark.parametrize("changed, state, action", [
     ([], "RUNNING", ""),
     (["/etc/supervisor/conf.d/uwsgi-sampler.conf"], "RUNNING", "update"),
     ([], None, "update"),
     (["/etc/uwsgi/supervisor/uwsgi-sampler.json"], "RUNNING", "restart"),
     (["/usr/local/lib/uwsgi-role/uwsgi_sampler.py"], "RUNNING", "restart"),
+    (["/usr/local/lib/uwsgi-role/uwsgi_netlink.py"], "RUNNING", "restart"),
     ([], "FATAL", "restart"),
 ])
 def test_how_the_sampler_takes_a_change(changed, state, action):

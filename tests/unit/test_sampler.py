@@ -1,7 +1,7 @@
-"""The listen-queue sampler (files/uwsgi_sampler.py): the kernel's sock_diag
-replies as captured on a real kernel (tests/unit/netlink, made by
-capture_netlink.py), the sampler's state, output and failures, and live runs
-against real sockets on this machine."""
+"""The listen-queue sampler (files/uwsgi_sampler.py) and its netlink codec
+(files/uwsgi_netlink.py): the kernel's sock_diag replies as captured on a real
+kernel (tests/unit/netlink, made by capture_netlink.py), the sampler's state,
+output and failures, and live runs against real sockets on this machine."""
 
 import errno
 import json
@@ -21,6 +21,8 @@ import pytest
 
 from conftest import ROOT, load
 
+# The codec first: the sampler imports it by name, as it does from its own directory on the host.
+n = load("uwsgi_netlink", "files/uwsgi_netlink.py")
 s = load("uwsgi_sampler", "files/uwsgi_sampler.py")
 
 SCRIPT = ROOT / "files" / "uwsgi_sampler.py"
@@ -47,7 +49,7 @@ def with_seq(data, seq):
     """The same netlink messages with another sequence number."""
     data, offset = bytearray(data), 0
     while offset < len(data):
-        size = s.NLMSG_HDR.unpack_from(data, offset)[0]
+        size = n.NLMSG_HDR.unpack_from(data, offset)[0]
         struct.pack_into("=I", data, offset + 8, seq)
         offset += (size + 3) & ~3
     return bytes(data)
@@ -60,17 +62,17 @@ def nla(kind, data):
 
 
 def message(kind, body, seq=0, flags=NLM_F_MULTI):
-    return s.NLMSG_HDR.pack(16 + len(body), kind, flags, seq, 0) + body
+    return n.NLMSG_HDR.pack(16 + len(body), kind, flags, seq, 0) + body
 
 
 def unix_record(name, rqueue, wqueue, inode=1):
     raw = b"\0" + name[1:].encode() if name.startswith("@") else name.encode() + b"\0"
-    body = s.UNIX_DIAG_MSG.pack(socket.AF_UNIX, socket.SOCK_STREAM, s.TCP_LISTEN, 0, inode, 0, 0)
-    return message(s.SOCK_DIAG_BY_FAMILY, body + nla(s.UNIX_DIAG_NAME, raw) + nla(s.UNIX_DIAG_RQLEN, struct.pack("=II", rqueue, wqueue)))
+    body = n.UNIX_DIAG_MSG.pack(socket.AF_UNIX, socket.SOCK_STREAM, n.TCP_LISTEN, 0, inode, 0, 0)
+    return message(n.SOCK_DIAG_BY_FAMILY, body + nla(n.UNIX_DIAG_NAME, raw) + nla(n.UNIX_DIAG_RQLEN, struct.pack("=II", rqueue, wqueue)))
 
 
 def done(status=0, seq=0):
-    return message(s.NLMSG_DONE, struct.pack("=i", status), seq)
+    return message(n.NLMSG_DONE, struct.pack("=i", status), seq)
 
 
 def unix_dump(*records):
@@ -89,7 +91,7 @@ class FakeNetlink:
         answer = self.replies.get(family, done())
         if isinstance(answer, BaseException):
             raise answer
-        assert s.scan_dump(answer, len(answer), None, handler), "no NLMSG_DONE"
+        assert n.scan_dump(answer, len(answer), None, handler), "no NLMSG_DONE"
 
     def close(self):
         pass
@@ -144,12 +146,12 @@ def test_captures_were_made_by_the_capture_script_on_a_real_kernel():
 
 
 def test_unix_dump_gives_each_listener_its_name_queue_and_backlog():
-    dump = s.decode_dump(reply("unix"), "unix")
+    dump = n.decode_dump(reply("unix"), "unix")
     assert dump["done"] is True
     by_name = {record["name"]: record for record in dump["records"]}
     assert sorted(by_name) == [CAPTURED + "/flaskapp.sock", CAPTURED + "/idle.sock", "@uwsgi-sampler-capture"]
     app = by_name[CAPTURED + "/flaskapp.sock"]
-    assert (app["family"], app["type"], app["state"]) == (socket.AF_UNIX, socket.SOCK_STREAM, s.TCP_LISTEN)
+    assert (app["family"], app["type"], app["state"]) == (socket.AF_UNIX, socket.SOCK_STREAM, n.TCP_LISTEN)
     assert (app["rqueue"], app["wqueue"]) == (3, 4096)
     assert app["raw_name"].rstrip(b"\0") == (CAPTURED + "/flaskapp.sock").encode()
     assert (by_name[CAPTURED + "/idle.sock"]["rqueue"], by_name[CAPTURED + "/idle.sock"]["wqueue"]) == (0, 16)
@@ -159,50 +161,50 @@ def test_unix_dump_gives_each_listener_its_name_queue_and_backlog():
 
 
 def test_tcp4_dump_gives_address_port_accept_queue_and_backlog():
-    dump = s.decode_dump(reply("tcp4"), "inet")
+    dump = n.decode_dump(reply("tcp4"), "inet")
     assert dump["done"] is True
     by_port = {record["sport"]: record for record in dump["records"]}
     assert sorted(by_port) == [8001, 9090]
     api = by_port[8001]
-    assert (api["family"], api["state"], api["src"], api["rqueue"], api["wqueue"]) == (socket.AF_INET, s.TCP_LISTEN, "127.0.0.1", 5, 2048)
+    assert (api["family"], api["state"], api["src"], api["rqueue"], api["wqueue"]) == (socket.AF_INET, n.TCP_LISTEN, "127.0.0.1", 5, 2048)
     assert (by_port[9090]["src"], by_port[9090]["rqueue"], by_port[9090]["wqueue"]) == ("0.0.0.0", 0, 511)
 
 
 def test_tcp6_dump_gives_address_port_accept_queue_and_backlog():
-    by_port = {record["sport"]: record for record in s.decode_dump(reply("tcp6"), "inet")["records"]}
+    by_port = {record["sport"]: record for record in n.decode_dump(reply("tcp6"), "inet")["records"]}
     assert sorted(by_port) == [8002, 9091]
     assert (by_port[8002]["family"], by_port[8002]["src"], by_port[8002]["rqueue"], by_port[8002]["wqueue"]) == (socket.AF_INET6, "::1", 2, 1024)
     assert (by_port[9091]["src"], by_port[9091]["rqueue"], by_port[9091]["wqueue"]) == ("::", 0, 100)
 
 
 def test_error_reply_raises_with_the_kernels_errno():
-    with pytest.raises(s.NetlinkError) as caught:
-        s.decode_dump(reply("error-enoent"), "unix")
+    with pytest.raises(n.NetlinkError) as caught:
+        n.decode_dump(reply("error-enoent"), "unix")
     assert caught.value.errno == errno.ENOENT
 
 
 def test_dump_that_ends_with_an_error_status_raises():
-    with pytest.raises(s.NetlinkError) as caught:
-        s.decode_dump(unix_record("/a.sock", 0, 1) + done(-errno.EINTR), "unix")
+    with pytest.raises(n.NetlinkError) as caught:
+        n.decode_dump(unix_record("/a.sock", 0, 1) + done(-errno.EINTR), "unix")
     assert caught.value.errno == errno.EINTR
 
 
 def test_malformed_message_raises():
     data = bytearray(reply("tcp4"))
     struct.pack_into("=I", data, 0, len(data) + 4)  # longer than what arrived
-    with pytest.raises(s.NetlinkError) as caught:
-        s.decode_dump(bytes(data), "inet")
+    with pytest.raises(n.NetlinkError) as caught:
+        n.decode_dump(bytes(data), "inet")
     assert caught.value.errno == errno.EBADMSG
 
 
 def test_requests_ask_for_listeners_only_with_names_and_queue_lengths():
-    unix = s.encode_unix_dump(7)
-    assert s.NLMSG_HDR.unpack_from(unix) == (40, s.SOCK_DIAG_BY_FAMILY, s.NLM_F_REQUEST | s.NLM_F_DUMP, 7, 0)
-    family, protocol, _pad, states, _ino, show, _c0, _c1 = s.UNIX_DIAG_REQ.unpack_from(unix, 16)
+    unix = n.encode_unix_dump(7)
+    assert n.NLMSG_HDR.unpack_from(unix) == (40, n.SOCK_DIAG_BY_FAMILY, n.NLM_F_REQUEST | n.NLM_F_DUMP, 7, 0)
+    family, protocol, _pad, states, _ino, show, _c0, _c1 = n.UNIX_DIAG_REQ.unpack_from(unix, 16)
     assert (family, protocol, states, show) == (socket.AF_UNIX, 0, 1 << 10,
-                                              s.UDIAG_SHOW_NAME | s.UDIAG_SHOW_VFS | s.UDIAG_SHOW_RQLEN)
-    inet = s.encode_inet_dump(9, socket.AF_INET6)
-    assert s.NLMSG_HDR.unpack_from(inet) == (72, s.SOCK_DIAG_BY_FAMILY, s.NLM_F_REQUEST | s.NLM_F_DUMP, 9, 0)
+                                              n.UDIAG_SHOW_NAME | n.UDIAG_SHOW_VFS | n.UDIAG_SHOW_RQLEN)
+    inet = n.encode_inet_dump(9, socket.AF_INET6)
+    assert n.NLMSG_HDR.unpack_from(inet) == (72, n.SOCK_DIAG_BY_FAMILY, n.NLM_F_REQUEST | n.NLM_F_DUMP, 9, 0)
     assert struct.unpack_from("=BBBBI", inet, 16) == (socket.AF_INET6, socket.IPPROTO_TCP, 0, 0, 1 << 10)
     assert inet[24:] == bytes(48)
 
@@ -230,7 +232,7 @@ class FakeSocket:
 
 
 def diag_socket(answers, seq):
-    diag = s.DiagSocket()
+    diag = n.DiagSocket()
     diag.sock = FakeSocket(answers)
     diag.seq = seq - 1
     return diag
@@ -240,31 +242,31 @@ def test_multi_part_dump_is_read_datagram_by_datagram_to_done():
     parts = datagrams("unix-many")
     diag = diag_socket([with_seq(part, 4) for part in parts], 4)
     names = []
-    diag.dump(socket.AF_UNIX, lambda data, start, end: names.append(s.unix_fields(data, start, end)[1]))
+    diag.dump(socket.AF_UNIX, lambda data, start, end: names.append(n.unix_fields(data, start, end)[1]))
     assert not diag.sock.answers  # every datagram read, none after NLMSG_DONE
     assert len(names) == 203
     assert {name.rstrip(b"\0") for name in names} >= {("%s/many/%03d.sock" % (CAPTURED, i)).encode() for i in range(200)}
-    assert s.NLMSG_HDR.unpack_from(diag.sock.sent[0])[3] == 4
+    assert n.NLMSG_HDR.unpack_from(diag.sock.sent[0])[3] == 4
 
 
 def test_messages_left_from_an_earlier_dump_are_skipped():
     stale = with_seq(reply("tcp4"), 3)
     diag = diag_socket([stale] + [with_seq(part, 4) for part in datagrams("tcp4")], 4)
     ports = []
-    diag.dump(socket.AF_INET, lambda data, start, end: ports.append(s.PORT.unpack_from(data, start + 4)[0]))
+    diag.dump(socket.AF_INET, lambda data, start, end: ports.append(n.PORT.unpack_from(data, start + 4)[0]))
     assert ports == [8001, 9090]
 
 
 def test_truncated_datagram_and_error_close_the_socket_for_a_fresh_one():
-    diag = diag_socket([b"\0" * (s.RECV_BUFFER + 1)], 1)
+    diag = diag_socket([b"\0" * (n.RECV_BUFFER + 1)], 1)
     fake = diag.sock
-    with pytest.raises(s.NetlinkError) as caught:
+    with pytest.raises(n.NetlinkError) as caught:
         diag.dump(socket.AF_UNIX, lambda *record: None)
     assert caught.value.errno == errno.EMSGSIZE
     assert fake.closed and diag.sock is None
     diag = diag_socket([with_seq(reply("error-enoent"), 1)], 1)
     fake = diag.sock
-    with pytest.raises(s.NetlinkError):
+    with pytest.raises(n.NetlinkError):
         diag.dump(socket.AF_UNIX, lambda *record: None)
     assert fake.closed and diag.sock is None
 
@@ -274,7 +276,7 @@ def test_real_kernel_dump_finds_a_listener_made_here():
     path = directory + "/k.sock"
     server = socket.socket(socket.AF_UNIX)
     clients = []
-    diag = s.DiagSocket()
+    diag = n.DiagSocket()
     try:
         server.bind(path)
         server.listen(77)
@@ -284,7 +286,7 @@ def test_real_kernel_dump_finds_a_listener_made_here():
             clients.append(client)
         for _ in range(2):  # the socket is kept and reused
             found = []
-            diag.dump(socket.AF_UNIX, lambda data, start, end, found=found: found.append(s.unix_fields(data, start, end)))
+            diag.dump(socket.AF_UNIX, lambda data, start, end, found=found: found.append(n.unix_fields(data, start, end)))
             mine = [(rqueue, wqueue) for _state, name, rqueue, wqueue, _ino in found if name == path.encode() + b"\0"]
             assert mine == [(2, 77)]
         assert diag.sock is not None
@@ -378,9 +380,9 @@ def test_only_the_families_the_apps_use_are_dumped():
 
 
 def test_listeners_sharing_a_port_add_up():
-    two = b"".join(message(s.SOCK_DIAG_BY_FAMILY, reply_record) for reply_record in [
-        struct.pack("=BBBB", socket.AF_INET, s.TCP_LISTEN, 0, 0) + struct.pack("!HH", 80, 0) + bytes(44) + struct.pack("=IIIII", 0, 3, 128, 0, 1),
-        struct.pack("=BBBB", socket.AF_INET, s.TCP_LISTEN, 0, 0) + struct.pack("!HH", 80, 0) + bytes(44) + struct.pack("=IIIII", 0, 4, 128, 0, 2),
+    two = b"".join(message(n.SOCK_DIAG_BY_FAMILY, reply_record) for reply_record in [
+        struct.pack("=BBBB", socket.AF_INET, n.TCP_LISTEN, 0, 0) + struct.pack("!HH", 80, 0) + bytes(44) + struct.pack("=IIIII", 0, 3, 128, 0, 1),
+        struct.pack("=BBBB", socket.AF_INET, n.TCP_LISTEN, 0, 0) + struct.pack("!HH", 80, 0) + bytes(44) + struct.pack("=IIIII", 0, 4, 128, 0, 2),
     ]) + done()
     smp, _ = sampler([("web", ":80")], {socket.AF_INET: two})
     smp.sample()
