@@ -126,7 +126,7 @@ from ansible.module_utils.uwsgi_host import (
     NOT_REGULAR,
     NOT_ROOT,
     as_user,
-    check_request,
+    client_request,
     is_roles_program,
     may_connect,
     parse_ini_home,
@@ -136,13 +136,13 @@ from ansible.module_utils.uwsgi_host import (
     parse_ss_listeners,
     parse_supervisor_sections,
     parse_supervisor_status,
-    parse_btime,
     parse_prometheus_text,
     parse_proc_stat,
     parse_sysctl_grep,
     parse_tmpfiles_dirs,
     program_of_pid,
     read_log,
+    read_text,
     read_untrusted,
     requirements_digest,
     requirements_files,
@@ -151,17 +151,10 @@ from ansible.module_utils.uwsgi_host import (
     untrusted_by,
     moved_in,
     with_extended,
-    workers_left_behind,
 )
+from ansible.module_utils.uwsgi_wait import children_of, log_since, settle, started_at, uptime
 
 BACKUP = re.compile(r"^(?P<name>.+)\.\d+\.\d{4}-\d{2}-\d{2}@\d{2}:\d{2}:\d{2}~$")
-SETTLING = ("STARTING", "BACKOFF", "STOPPING")
-
-
-def read(path, default=None, limit=1024 * 1024):
-    """A file's text; `default` when it is missing, a symlink, not a regular file or above `limit`."""
-    data = read_untrusted(path, limit)
-    return default if data in (None, NOT_REGULAR) else data.decode("utf-8", "replace")
 
 
 def lock_look(path):
@@ -178,7 +171,7 @@ def lock_look(path):
     if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
         return {"id": "not root's own file"}, stamp
     try:
-        holder = json.loads(read(path, "", limit=65536) or "{}")
+        holder = json.loads(read_text(path, "", limit=65536) or "{}")
     except ValueError:
         holder = {"id": "unreadable"}
     return (holder if isinstance(holder, dict) else {"id": "unreadable"}), stamp
@@ -219,15 +212,6 @@ def write_problem(path):
     if not os.access(here, os.W_OK):
         return "%s is not writable, even by root (immutable?)" % here
     return None
-
-
-def client_request(check, client):
-    """A check_path request: on a unix socket, made by a child with the
-    socket client's identity (what the web server would get); on TCP, here."""
-    if not client or not client["exists"] or not str(check["socket"]).startswith("/"):
-        return check_request(check)
-    answer = as_user(client, lambda: check_request(check))
-    return {"status": answer.get("status"), "error": answer.get("error"), "as": client["name"]}
 
 
 def user_info(name):
@@ -274,7 +258,7 @@ def parents_of(pids):
         pid = todo.pop()
         if pid in parents or pid <= 1:
             continue
-        stat_ = parse_proc_stat(read("/proc/%d/stat" % pid, ""))
+        stat_ = parse_proc_stat(read_text("/proc/%d/stat" % pid, ""))
         parents[pid] = stat_["ppid"] if stat_ else 0
         todo.append(parents[pid])
     return parents
@@ -325,18 +309,18 @@ def ctime(path):
 def managed_apps(conf_dir, config_dir, log_dir, programs):
     apps = {}
     for path in sorted(glob.glob(os.path.join(conf_dir, "*.conf"))):
-        program = parse_program_file(read(path, ""))
+        program = parse_program_file(read_text(path, ""))
         if not is_roles_program(program, config_dir):
             continue
         ini = program["ini"] or os.path.join(config_dir, program["name"] + ".ini")
-        ini_text = read(ini)
+        ini_text = read_text(ini)
         try:
             ini_group = name_of("group", os.stat(ini).st_gid)
         except OSError:
             ini_group = None
         name = program["name"]
         # A beside app's socket is its pool's.
-        pool_text = read(os.path.join(config_dir, name + ".socket.ini"), "") if program.get("beside") else None
+        pool_text = read_text(os.path.join(config_dir, name + ".socket.ini"), "") if program.get("beside") else None
         program.update({"program_file": path, "ini_exists": ini_text is not None, "ini_group": ini_group,
                         "sockets": parse_ini_sockets(ini_text if pool_text is None else pool_text),
                         "home": parse_ini_home(ini_text),
@@ -379,7 +363,7 @@ def foreign_programs(conf_dir, managed, programs):
     where it was found (a file of the config directory, or supervisorctl)."""
     found = {}
     for path in sorted(glob.glob(os.path.join(conf_dir, "*.conf"))):
-        for section in parse_supervisor_sections(read(path, "")):
+        for section in parse_supervisor_sections(read_text(path, "")):
             name = slot_app(section) if managed.get(slot_app(section) or "", {}).get("beside") else section
             if name not in managed or managed[name]["program_file"] != path:
                 found.setdefault(section, path)
@@ -461,7 +445,7 @@ def venv_info(venv, homes_dir=None):
 def applied_record(path):
     import json  # pylint: disable=import-outside-toplevel
     try:
-        record = json.loads(read(path, "") or "{}") if path else {}
+        record = json.loads(read_text(path, "") or "{}") if path else {}
     except ValueError:
         record = {}
     return record if isinstance(record, dict) else {}
@@ -474,150 +458,6 @@ def backups(dirs):
             if BACKUP.match(os.path.basename(path)):
                 found.append(path)
     return found
-
-
-READY = re.compile(r"WSGI app \d+ \(mountpoint='[^']*'\) ready in")
-GAVE_UP = ("no app loaded. GAME OVER", "goodbye to uWSGI")  # need-app's exit; any exit
-
-
-def log_since(log_dir, name, offset):
-    return read_log(os.path.join(log_dir, "%s.log" % name), int(offset or 0))[0].decode("utf-8", "replace")
-
-
-def wait_ready(module, p, supervisor):
-    """Wait for each app started in this run to load its app, or to give up."""
-    pending = {item["name"]: float(item.get("timeout") or 60) for item in p["ready"]}
-    spec = {item["name"]: item for item in p["ready"]}
-    result, first_pid = {}, {}
-    started = time.monotonic()
-    while pending:
-        elapsed = time.monotonic() - started
-        for name in list(pending):
-            state = supervisor["programs"].get(name, {})
-            text = log_since(p["log_dir"], name, p["log_offsets"].get(name, 0))
-            pid = state.get("pid")
-            if pid and name not in first_pid:
-                first_pid[name] = pid
-            why = None
-            # Judge the latest start only: an earlier master's goodbye is not this one's.
-            last_start = text.rfind("*** Starting uWSGI")
-            segment = text[last_start:] if last_start >= 0 else ""
-            gave_up = next((g for g in GAVE_UP if g in segment), None)
-            # A busy app's log may rotate past its banner: without lazy-apps the
-            # master loads the app before it forks, so a full set of workers
-            # forked after this run began says the same.
-            if READY.search(segment) and not gave_up and state.get("state") == "RUNNING" \
-                    and pid == first_pid.get(name) or fresh_workers(pid, spec[name], p["since"]) \
-                    and state.get("state") == "RUNNING" and pid == first_pid.get(name):
-                result[name] = {"ok": True, "why": "loaded", "seconds": round(elapsed, 1)}
-                del pending[name]
-                continue
-            if gave_up:
-                why = "uWSGI gave up: %s" % gave_up
-            elif state.get("state") in ("EXITED", "FATAL", "STOPPED"):
-                why = "Supervisor says %s" % state.get("state")
-            elif pid and first_pid.get(name) and pid != first_pid[name]:
-                why = "its master exited and was started again (pid %s, then %s)" % (first_pid[name], pid)
-            elif elapsed > pending[name]:
-                why = "its app was not loaded within %d s" % pending[name]
-            if why:
-                result[name] = {"ok": False, "why": why, "seconds": round(elapsed, 1)}
-                del pending[name]
-        if pending:
-            time.sleep(0.3)
-            supervisor = supervisor_status(module, p["supervisorctl"])
-    return result
-
-
-def started_at(pid):
-    """A process's start time (epoch seconds), from /proc."""
-    stat_ = parse_proc_stat(read("/proc/%d/stat" % pid, ""))
-    boot = parse_btime(read("/proc/stat", ""))
-    return boot + stat_["start_ticks"] / os.sysconf("SC_CLK_TCK") if stat_ and boot is not None else None
-
-
-def fresh_workers(pid, item, since):
-    """Whether the master has all its workers, each forked after `since`."""
-    if not pid or not since or item.get("lazy") or not item.get("processes"):
-        return False
-    children = children_of([pid]).get(pid, [])
-    starts = [started_at(child) for child in children]
-    return len(children) >= int(item["processes"]) and all(t is not None and t >= since for t in starts)
-
-
-def uptime():
-    """Seconds since boot (CLOCK_BOOTTIME, as a process's start time counts)."""
-    try:
-        return float(read("/proc/uptime", "").split()[0])
-    except (IndexError, ValueError):
-        return None
-
-
-def workers_of(pid):
-    """The master's children, each with its start (seconds after boot)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    workers = []
-    for child in children_of([pid]).get(pid, []) if pid else []:
-        stat_ = parse_proc_stat(read("/proc/%d/stat" % child, ""))
-        if stat_:
-            workers.append({"pid": child, "started": round(stat_["start_ticks"] / tick, 2)})
-    return workers
-
-
-def wait_fresh(module, p, supervisor):
-    """Wait until every worker of each chain-reloaded app started after the
-    reload began, or its timeout: what each has then, and which are left."""
-    result = {}
-    started = time.monotonic()
-    pending = {item["name"]: item for item in p["fresh"]}
-    while pending:
-        for name, item in list(pending.items()):
-            pid = supervisor["programs"].get(name, {}).get("pid")
-            workers = workers_of(pid)
-            left = workers_left_behind(workers, float(item["since"]), item.get("processes"))
-            elapsed = round(time.monotonic() - started, 1)
-            done = not left["old"] and left["complete"] is not False
-            if done or elapsed > float(item.get("timeout") or 60):
-                result[name] = dict(left, ok=done, seconds=elapsed, master=pid, workers=workers, now=uptime())
-                del pending[name]
-        if pending:
-            time.sleep(0.3)
-            supervisor = supervisor_status(module, p["supervisorctl"])
-    return result
-
-
-def children_of(pids):
-    """Direct children of each pid, from /proc."""
-    wanted = set(pids)
-    children = {pid: [] for pid in wanted}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        stat_ = parse_proc_stat(read("/proc/%s/stat" % entry, ""))
-        if stat_ and stat_["ppid"] in wanted:
-            children[stat_["ppid"]].append(int(entry))
-    return children
-
-
-def settle(module, p):
-    """Supervisor's status once the programs in wait_for are no longer
-    settling, and the apps in `ready` and `fresh` have loaded (or timed out):
-    (supervisor, seconds waited, ready, fresh)."""
-    supervisor = supervisor_status(module, p["supervisorctl"])
-    deadline = time.monotonic() + p["wait_timeout"]
-    started = time.monotonic()
-    while p["wait_for"] and supervisor["running"] and time.monotonic() < deadline and any(
-            supervisor["programs"].get(name, {}).get("state") in SETTLING for name in p["wait_for"]):
-        time.sleep(0.5)
-        supervisor = supervisor_status(module, p["supervisorctl"])
-    waited = round(time.monotonic() - started, 1)
-    ready = wait_ready(module, p, supervisor)
-    if ready:
-        supervisor = supervisor_status(module, p["supervisorctl"])
-    fresh = wait_fresh(module, p, supervisor)
-    if fresh:
-        supervisor = supervisor_status(module, p["supervisorctl"])
-    return supervisor, waited, ready, fresh
 
 
 def read_listeners(module, supervisor):
@@ -643,7 +483,7 @@ def read_sysctls(module, p):
     """The kernel's live values of sysctl_keys, and every file line under sysctl_paths that sets one."""
     live = {}
     for key in p["sysctl_keys"]:
-        value = read("/proc/sys/" + key.replace(".", "/"), limit=65536)
+        value = read_text("/proc/sys/" + key.replace(".", "/"), limit=65536)
         live[key] = int(value) if value and value.strip().isdigit() else None
     if not p["sysctl_paths"]:
         return live, []
@@ -744,7 +584,7 @@ def main():
     if os.geteuid() != 0:
         module.fail_json(msg=NOT_ROOT % os.geteuid())
     lock_before = lock_look(p["lock_file"]) if p["lock_file"] else ({}, None)
-    supervisor, waited, ready, fresh = settle(module, p)
+    supervisor, waited, ready, fresh = settle(p, lambda: supervisor_status(module, p["supervisorctl"]))
     listeners = read_listeners(module, supervisor)
     sysctl_live, sysctl_settings = read_sysctls(module, p)
     packages, python_apt = read_packages(module, p)
@@ -780,7 +620,7 @@ def main():
         "dirs": {path: dir_info(path) for path in p["dirs"]},
         "managed": managed,
         "foreign_programs": foreign,
-        "tmpfiles_dirs": parse_tmpfiles_dirs(read(p["tmpfiles_file"], "")),
+        "tmpfiles_dirs": parse_tmpfiles_dirs(read_text(p["tmpfiles_file"], "")),
         "config_dir_files": sorted(os.listdir(p["config_dir"])) if os.path.isdir(p["config_dir"]) else None,
         "backups": backups([p["config_dir"], p["supervisor_conf_dir"]]),
         "applied": applied_record(p["applied_file"]),
@@ -811,7 +651,7 @@ def main():
         lock_after = lock_look(p["lock_file"])
         result["lock"] = {"holder": lock_before[0] or lock_after[0], "moved": lock_before[1] != lock_after[1]}
     if p["textfile"]:
-        text = read(p["textfile"])
+        text = read_text(p["textfile"])
         try:
             result["textfile_samples"] = None if text is None else parse_prometheus_text(text)
         except ValueError as exc:

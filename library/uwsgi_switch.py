@@ -65,7 +65,6 @@ from ansible.module_utils.uwsgi_host import (
     STAGED_SUFFIX,
     listener_key,
     log_tail,
-    parse_proc_stat,
     parse_ss_listeners,
     parse_supervisor_status,
     parse_supervisord_log,
@@ -73,6 +72,7 @@ from ansible.module_utils.uwsgi_host import (
     read_log,
     socket_key,
 )
+from ansible.module_utils.uwsgi_wait import children_of
 
 GONE = ("STOPPED", "EXITED", "FATAL")
 # Polls (0.2 s) an instance stopped from outside is given to be started again: a restart.
@@ -149,20 +149,6 @@ def switch_steps(item, programs):
     return steps + ([("wait", first), ("stop", second)] if serving == first else [])
 
 
-def children(pid):
-    """How many children the process has, from /proc."""
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry, encoding="utf-8", errors="replace") as handle:
-                    stat_ = parse_proc_stat(handle.read())
-            except OSError:
-                continue
-            count += bool(stat_ and stat_["ppid"] == pid)
-    return count
-
-
 class Switch:
     def __init__(self, module):
         self.module = module
@@ -205,7 +191,7 @@ class Switch:
                 self.disturbed.append("%s was restarted from outside this run (pid %d, then %d); its new process "
                                       "was proven instead" % (program, first_pid, pid))
                 first_pid, outside_polls = pid, 0
-            if pid and children(pid) >= int(item.get("children") or 1):
+            if pid and len(children_of([pid])[pid]) >= int(item.get("children") or 1):
                 return None
             if state in GONE and first_pid and self.ending(program, first_pid) == "stopped":
                 # `supervisorctl restart all` stops everything before it starts anything again.

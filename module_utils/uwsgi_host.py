@@ -1,6 +1,6 @@
-"""Parsers of the host's own reports, shared by the role's probe module, the
-test harness and the benchmarks. Each takes the text a command printed or a
-file holds and returns plain data; none of them runs anything."""
+"""The host's own reports, shared by the role's modules, the test harness and
+the benchmarks: parsers that take the text a command printed or a file holds
+and return plain data, and the few reads and checks made as an app's user."""
 
 from __future__ import annotations
 
@@ -411,6 +411,12 @@ def read_untrusted(path, limit):
     return data if len(data) <= limit else NOT_REGULAR
 
 
+def read_text(path, default=None, limit=1024 * 1024):
+    """A file's text; `default` when it is missing, a symlink, not a regular file or above `limit`."""
+    data = read_untrusted(path, limit)
+    return default if data in (None, NOT_REGULAR) else data.decode("utf-8", "replace")
+
+
 def read_log(path, offset=0, limit=1024 * 1024):
     """An app's log from `offset` (all of it when it is shorter, as after a
     rotation), at most its last `limit` bytes, and its size: never through a
@@ -548,6 +554,15 @@ def check_request(check):
         return {"status": status, "error": None if status else "no HTTP status in %r" % head[:80]}
     except (OSError, ValueError) as exc:
         return {"status": None, "error": str(exc)}
+
+
+def client_request(check, client):
+    """A check_path request: on a unix socket, made by a child with the
+    socket client's identity (what the web server would get); on TCP, here."""
+    if not client or not client["exists"] or not str(check["socket"]).startswith("/"):
+        return check_request(check)
+    answer = as_user(client, lambda: check_request(check))
+    return {"status": answer.get("status"), "error": answer.get("error"), "as": client["name"]}
 
 
 def path_chain(path):
