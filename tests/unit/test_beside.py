@@ -306,7 +306,7 @@ class FakeSupervisor:
 
 
 def waiting(monkeypatch, statuses, log, children=2):
-    monkeypatch.setattr(switch, "children", lambda pid: children if pid == 302 else 0)
+    monkeypatch.setattr(switch, "children_of", lambda pids: {pid: [0] * (children if pid == 302 else 0) for pid in pids})
     monkeypatch.setattr(switch.time, "sleep", lambda seconds: None)
     module = FakeSupervisor(statuses, log)
     module.params = {"supervisorctl": "supervisorctl", "log_dir": "/var/log/supervisor"}
