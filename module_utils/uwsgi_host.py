@@ -237,6 +237,62 @@ def parse_supervisor_status(status_stdout):
     return states
 
 
+
+def supervisor_status_text(infos):
+    """Supervisor's getAllProcessInfo as the lines `supervisorctl status`
+    prints (NAME or GROUP:NAME, the state, the description), for its parser."""
+    lines = []
+    for info in infos:
+        name = info["name"] if info["name"] == info["group"] else "%s:%s" % (info["group"], info["name"])
+        lines.append(" ".join([name, info["statename"], info.get("description") or ""]).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def supervisor_serverurl(conf_text):
+    """The unix socket supervisorctl talks to, from supervisord.conf's
+    [supervisorctl] section; None when it needs a password, is not a unix
+    socket, or the file does not say (supervisorctl itself then answers)."""
+    import configparser  # pylint: disable=import-outside-toplevel
+    parser = configparser.RawConfigParser(strict=False, inline_comment_prefixes=(";",))
+    try:
+        parser.read_string(conf_text)
+    except configparser.Error:
+        return None
+    if not parser.has_section("supervisorctl"):
+        return None
+    section = dict(parser.items("supervisorctl"))
+    url = (section.get("serverurl") or "").strip()
+    if section.get("username") or section.get("password") or not url.startswith("unix://"):
+        return None
+    return url[len("unix://"):] or None
+
+
+def supervisor_rpc(path, method, timeout=10.0):
+    """One XML-RPC call to supervisord over its unix socket (what supervisorctl
+    does, without starting a Python of its own). Root's socket only: None when
+    it is not a socket root owns, or on any error."""
+    import http.client  # pylint: disable=import-outside-toplevel
+    import xmlrpc.client  # pylint: disable=import-outside-toplevel
+
+    class Connection(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = sockmod.socket(sockmod.AF_UNIX, sockmod.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(path)
+
+    class Transport(xmlrpc.client.Transport):
+        def make_connection(self, host):
+            return Connection("localhost", timeout=timeout)
+
+    try:
+        found = os.lstat(path)
+        if not stat.S_ISSOCK(found.st_mode) or found.st_uid != 0:
+            return None
+        proxy = xmlrpc.client.ServerProxy("http://localhost", transport=Transport())
+        return getattr(proxy, method)()
+    except (OSError, xmlrpc.client.Error, http.client.HTTPException, ValueError):
+        return None
+
 def parse_sysctl_grep(grep_stdout):
     """`grep -RHs` lines 'FILE:key = value' over the sysctl files."""
     settings = []

@@ -175,3 +175,56 @@ def test_extended_tcp_owner_is_added_by_address(release="bookworm"):
     owners = {item["local"]: item.get("uid") for item in h.parse_ss_listeners(extended) if item["kind"] == "tcp"}
     assert owners["127.0.0.1:8001"] == 33
     assert {item["local"]: item.get("uid") for item in listeners if item["kind"] == "tcp"} == owners
+
+
+def test_supervisors_process_info_reads_as_its_status_lines():
+    # Captured together on a converged Debian 12 host of the beside layout.
+    infos = json.loads(fixture("bookworm", "supervisor-processinfo-beside.json"))
+    status = fixture("bookworm", "supervisorctl-status-beside-rpc.txt")
+    assert h.parse_supervisor_status(h.supervisor_status_text(infos)) == h.parse_supervisor_status(status)
+
+
+def test_supervisorctl_s_socket_comes_from_its_own_section():
+    conf = fixture("bookworm", "supervisord.conf")
+    assert h.supervisor_serverurl(conf) == "/var/run/supervisor.sock"
+    assert h.supervisor_serverurl(conf.replace("[supervisorctl]\n", "[supervisorctl]\nusername = ops\npassword = secret\n")) is None
+    assert h.supervisor_serverurl(conf.replace("unix:///var/run/supervisor.sock", "http://127.0.0.1:9001")) is None
+    assert h.supervisor_serverurl("[unix_http_server]\nfile=/run/s.sock\n") is None
+    assert h.supervisor_serverurl("not an ini [") is None
+
+
+def test_supervisors_socket_is_asked_only_when_root_owns_it(tmp_path):
+    assert h.supervisor_rpc(str(tmp_path / "absent.sock"), "supervisor.getAllProcessInfo") is None
+    (tmp_path / "file").write_text("")
+    assert h.supervisor_rpc(str(tmp_path / "file"), "supervisor.getAllProcessInfo") is None
+
+
+def test_supervisors_socket_answers_one_xml_rpc_call(tmp_path):
+    import socketserver
+    import threading
+    from xmlrpc.server import SimpleXMLRPCDispatcher, SimpleXMLRPCRequestHandler
+
+    class Server(socketserver.UnixStreamServer, SimpleXMLRPCDispatcher):
+        def __init__(self, path):
+            SimpleXMLRPCDispatcher.__init__(self, allow_none=True)
+            self.logRequests = False
+            socketserver.UnixStreamServer.__init__(self, path, SimpleXMLRPCRequestHandler)
+
+    class Handler(SimpleXMLRPCRequestHandler):
+        disable_nagle_algorithm = False  # a unix socket has no TCP options
+
+        def address_string(self):
+            return "unix"
+
+    path = str(tmp_path / "supervisor.sock")
+    server = Server(path)
+    server.RequestHandlerClass = Handler
+    server.register_function(lambda: [{"name": "shop", "group": "shop", "statename": "RUNNING",
+                                       "description": "pid 7, uptime 0:00:05"}], "supervisor.getAllProcessInfo")
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    infos = h.supervisor_rpc(path, "supervisor.getAllProcessInfo")
+    server.server_close()
+    if os.geteuid() != 0:
+        assert infos is None  # a socket root does not own is never asked
+        return
+    assert h.parse_supervisor_status(h.supervisor_status_text(infos))["shop"]["pid"] == 7

@@ -162,3 +162,23 @@ def test_the_image_has_no_python3_apt_so_the_first_check_ran_without_it():
     probe = hc.subprocess.run(["docker", "run", "--rm", "--entrypoint", "dpkg-query", image, "-W", "python3-apt"],
                               capture_output=True, text=True, check=False)
     assert probe.returncode != 0 and "no packages found matching python3-apt" in probe.stderr, probe
+
+
+def test_the_probe_reads_supervisor_over_its_socket_as_supervisorctl_sees_it(host, tmp_path, monkeypatch):
+    """The probe asks supervisord's XML-RPC socket, not supervisorctl, and sees what supervisorctl prints."""
+    playbook = tmp_path / "probe.yml"
+    playbook.write_text(yaml.safe_dump([{"hosts": "all", "gather_facts": False, "roles": [], "tasks": [
+        {"name": "Probe", "uwsgi_probe": {"supervisor_conf_dir": "/etc/supervisor/conf.d", "config_dir": "/etc/uwsgi/supervisor",
+                                          "log_dir": "/var/log/supervisor", "tmpfiles_file": "/etc/tmpfiles.d/uwsgi-supervisor.conf"},
+         "register": "seen"},
+        {"name": "Keep", "ansible.builtin.copy": {"content": "{{ seen.probe.supervisor | to_json }}", "dest": "/root/probe-supervisor.json",
+                                                  "mode": "0600"}}]}]))
+    monkeypatch.setenv("ANSIBLE_LIBRARY", str(hc.PROJECT / "library"))
+    monkeypatch.setenv("ANSIBLE_MODULE_UTILS", str(hc.PROJECT / "module_utils"))
+    hc.ok(hc.run_playbook(playbook))
+    seen = json.loads(host.file("/root/probe-supervisor.json").content_string)
+    status = hc.parsers.parse_supervisor_status(host.run("supervisorctl status").stdout)
+    assert seen["source"] == "rpc", seen
+    assert {name: (s["state"], s["pid"]) for name, s in seen["programs"].items()} == {
+        name: (s["state"], s["pid"]) for name, s in status.items()}
+    host.run("rm -f /root/probe-supervisor.json")
