@@ -23,9 +23,10 @@ from ansible.module_utils import (  # noqa: E402
     uwsgi_proof,
     uwsgi_report,
     uwsgi_state,
+    uwsgi_writes,
 )
 
-STAGES = (uwsgi_input, uwsgi_host_plan, uwsgi_state, uwsgi_apply, uwsgi_proof, uwsgi_report)
+STAGES = (uwsgi_input, uwsgi_host_plan, uwsgi_state, uwsgi_apply, uwsgi_writes, uwsgi_proof, uwsgi_report)
 
 
 class FilterModule:
