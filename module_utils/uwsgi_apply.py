@@ -174,23 +174,8 @@ def _graceful_step(plan, app, changed, probe, strategy, code):
 
 def uwsgi_apply_plan(apps, changed, probe, strategy="graceful", code=None):
     """How each present app takes what it is asked, the gentlest way that can:
-
-    - load: its program file is new or changed (command, binary, user,
-      group): `supervisorctl update` starts it, or stops and starts it;
-    - start: it is stopped (by hand, or Supervisor gave up on it);
-    - restart: its binary or socket path changed, or it is crash-looping, or
-      uwsgi_apply_strategy is restart: a stop (requests finish) and a start;
-    - listen: the backlog in effect differs from its listen: a new backlog on
-      the open socket, as the app's user (restart where that cannot be done);
-    - reload: its ini or environment changed in this run, or changed earlier
-      and was never applied (an interrupted run), or its worker count differs:
-      uWSGI's graceful reload, which keeps the socket and every queued request;
-    - chain: only its code is new (`code`, from uwsgi_code_changes): uWSGI's
-      chain reload replaces one worker at a time while the others serve
-      (code_reload chain; an app with mules, spoolers or daemons, or
-      code_reload graceful, takes a graceful reload instead). Any other
-      action also loads the code on disk, so it covers a new revision.
-
+    load, start, restart, listen, reload or chain (the table of docs/design.md,
+    "Applying a change without losing a request"), or a new instance beside.
     changed: the apps whose files changed in this run (programs, inis, envs,
     binaries); probe: the host before this run."""
     code = code or {}

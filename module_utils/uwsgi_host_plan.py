@@ -36,19 +36,10 @@ def venv_home(venv, digest):
 
 def uwsgi_venv_plan(apps, probe, pin):
     """What each virtualenv needs before its apps start: uWSGI built at the
-    pinned version (and with PCRE, for internal routing), and the apps'
-    packages and requirements where they differ from what the role last
-    installed (a digest kept in the venv). Apps sharing a venv share its
-    dependencies, and `homes` names where each venv's apps import them from.
-
-    A first install goes into the venv itself (nothing serves from it yet). A
-    changed set for a venv that apps run from is never installed there: it
-    goes into a new virtualenv of its own (`stage`, a home named by the venv
-    and the set), which the trial imports the apps from and their instances
-    then take as their `home`; a complete home of that set from an earlier
-    run is taken as it is. A venv holding pip's leftovers of an install that
-    was killed (names that start with `~`) does not count as holding its
-    set. `stale`: the homes no app takes and no app's ini on the host names."""
+    pinned version, and the apps' packages where they differ from the set the
+    role last installed. A changed set for a venv that apps run from goes into
+    a new home of its own (`stage`; docs/design.md, "pip packages"), which
+    `homes` names for its apps; `stale`: the homes nothing takes any more."""
     seen = probe.get("venvs") or {}
     hashes = probe.get("requirements") or {}
     programs = probe.get("supervisor", {}).get("programs", {})
