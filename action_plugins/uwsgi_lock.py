@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 import socket
 
-import ansible.module_utils
 from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import filter_loader
 
-try:
-    from ansible.module_utils import uwsgi_host as host
-except ImportError:  # the role's filters were not loaded in this process: the same path they add
-    ansible.module_utils.__path__.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
-    from ansible.module_utils import uwsgi_host as host
+# The controller gets the role's Python from its filter file (filter_plugins/uwsgi.py,
+# docs/design.md "Where the Python is"): loading one of its filters makes it importable.
+filter_loader.get("uwsgi_socket_key")
+from ansible.module_utils import uwsgi_host as host  # noqa: E402 pylint: disable=wrong-import-position
 
 
 def process_started(pid):
