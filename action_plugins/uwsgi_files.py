@@ -9,7 +9,10 @@ Arguments:
   copies:    files copied from the role's files/ (src, path, owner, group, mode);
   contents:  files given whole (content, path, owner, group, mode, backup);
   trials:    apps to try aside before their files are written, passed to the module as they are;
-  write:     false to try the apps and report what would change, writing nothing.
+  write:     false to try the apps and report what would change, writing nothing;
+  seen:      with write false, the probe's fingerprints of these paths (and digest_key, the
+             run's key of their digests): when every file and directory is as the role would
+             write it and no app must be tried, the look ends here, with no module run.
 
 The templates are rendered with Ansible's own template lookup, so they see the
 play's variables and `ansible_managed` exactly as the template module would.
@@ -18,8 +21,14 @@ play's variables and `ansible_managed` exactly as the template module would.
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.action import ActionBase
-from ansible.plugins.loader import lookup_loader
+from ansible.plugins.loader import filter_loader, lookup_loader
+
+# The role's Python, through its filter file (docs/design.md "Where the Python is").
+filter_loader.get("uwsgi_socket_key")
+from ansible.module_utils.uwsgi_host import digest  # noqa: E402 pylint: disable=wrong-import-position
+from ansible.module_utils.uwsgi_writes import files_as_written  # noqa: E402 pylint: disable=wrong-import-position
 
 ATTRS = ("path", "owner", "group", "mode", "backup")
 
@@ -35,7 +44,7 @@ class _FileVars(dict):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("dirs", "templates", "copies", "contents", "trials", "write"))
+    _VALID_ARGS = frozenset(("dirs", "templates", "copies", "contents", "trials", "write", "seen", "digest_key"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -65,6 +74,9 @@ class ActionModule(ActionBase):
             files.append(spec)
         for entry in args.get("contents") or []:
             files.append({key: entry[key] for key in ATTRS + ("content",) if key in entry})
+        if self._as_seen(args, files, secret_files, secret_contents):
+            result.update(changed=False, changed_files=[], trials=[], backups={}, compared="by the probe's fingerprints")
+            return result
         result.update(self._execute_module(
             module_name="uwsgi_files",
             module_args={"dirs": args.get("dirs") or [], "files": files,
@@ -73,3 +85,14 @@ class ActionModule(ActionBase):
             task_vars=task_vars,
         ))
         return result
+
+    @staticmethod
+    def _as_seen(args, files, secret_files, secret_contents):
+        """Whether a look finds every file as the role would write it, on the
+        probe's fingerprints alone (no app has a reason of its own to be tried)."""
+        seen, key = args.get("seen"), args.get("digest_key")
+        if not seen or not key or args.get("write", True) or any(t.get("force") for t in args.get("trials") or []):
+            return False
+        pairs = [(spec, to_bytes(spec["content"])) for spec in files]
+        pairs += [(spec, to_bytes(content)) for spec, content in zip(secret_files, secret_contents)]
+        return files_as_written(args.get("dirs") or [], pairs, seen, lambda data: digest(key, data))

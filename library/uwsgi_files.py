@@ -104,14 +104,10 @@ except ImportError:  # pragma: no cover - outside Ansible's module packaging
 
     ansible.module_utils.__path__.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
 
-from ansible.module_utils.uwsgi_host import NOT_REGULAR, as_user, check_request, marked_processes, read_untrusted
+from ansible.module_utils.uwsgi_host import FILE_LIMIT, NOT_REGULAR, as_user, check_request, marked_processes, read_untrusted
 from ansible.module_utils.uwsgi_trial import TRIAL_MARKER, run_all, trial_ini, verdict
 
 
-# A file the role reads to compare is read up to this size (an environment
-# file belongs to its app's user, who may make it any size): a larger one
-# differs from whatever the role writes.
-READ_LIMIT = 4 * 1024 * 1024
 # A trial's environment when the app has none written: as the role writes it
 # for an app without environment (templates/etc/uwsgi/app.env.ini.j2), with an
 # option in its section, since uWSGI warns about a section that sets nothing.
@@ -149,8 +145,8 @@ def sweep_dead_trials(run_dir=RUN_DIR):
 
 def read_bytes(path):
     """A file's content, None when it does not exist (NOT_REGULAR for a
-    symlink, a FIFO, a device or a file above READ_LIMIT)."""
-    return read_untrusted(path, READ_LIMIT)
+    symlink, a FIFO, a device or a file above FILE_LIMIT)."""
+    return read_untrusted(path, FILE_LIMIT)
 
 
 def attrs(module, spec, path):

@@ -56,6 +56,12 @@ options:
     type: path
     description: The role's record (JSON) of the textfile directory's group and mode before the role changed them.
   venv_homes_dir: {type: path, description: Where the role keeps each virtualenv's package sets (their homes).}
+  fingerprints:
+    type: list
+    elements: path
+    default: []
+    description: Files and directories the role writes, each returned with its kind, owner, group, mode and digest.
+  digest_key: {type: str, no_log: true, description: The run's key for the fingerprints' HMAC-SHA256 digests.}
   lock_file:
     type: path
     description:
@@ -126,7 +132,9 @@ from ansible.module_utils.uwsgi_host import (
     NOT_REGULAR,
     NOT_ROOT,
     as_user,
+    FILE_LIMIT,
     client_request,
+    fingerprint,
     is_roles_program,
     may_connect,
     parse_ini_home,
@@ -592,6 +600,8 @@ def main():
             "binary": {"type": "path"},
             "textfile_record": {"type": "path"},
             "lock_file": {"type": "path"},
+            "fingerprints": {"type": "list", "elements": "path", "default": []},
+            "digest_key": {"type": "str", "no_log": True},
         },
         supports_check_mode=True,
     )
@@ -660,6 +670,9 @@ def main():
         # Whether anything matches each glob (a trailing / matches directories only).
         "paths": {pattern: bool(glob.glob(pattern)) for pattern in p["paths"]},
         "write_problems": {path: why for path, why in ((d, write_problem(d)) for d in p["write_dirs"]) if why},
+        # The look compares the files the run would write with these, on the controller.
+        "files": {path: fingerprint(path, p["digest_key"], FILE_LIMIT) for path in p["fingerprints"]}
+        if p["digest_key"] else {},
     }
     if p["lock_file"]:
         # Read before and after the rest: a run that took or gave back the lock meanwhile shows.

@@ -447,6 +447,10 @@ def parse_prometheus_text(text):
 # file it may not open, or one larger than its bound: it differs from
 # anything the role would write, and holds nothing the role uses.
 NOT_REGULAR = b"\0(not a regular file within bounds)"
+# A file the role reads to compare is read up to this size (an environment
+# file belongs to its app's user, who may make it any size): a larger one
+# differs from whatever the role writes.
+FILE_LIMIT = 4 * 1024 * 1024
 
 
 def read_untrusted(path, limit):
@@ -466,6 +470,39 @@ def read_untrusted(path, limit):
         data = handle.read(limit + 1)
     return data if len(data) <= limit else NOT_REGULAR
 
+
+
+def digest(key, data):
+    """A file's content as the look compares it: HMAC-SHA256 under the run's
+    own key, so that what the probe returns says nothing of a secret file."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+    import hmac  # pylint: disable=import-outside-toplevel
+    return hmac.new(key.encode(), data, hashlib.sha256).hexdigest()
+
+
+def fingerprint(path, key, limit):
+    """What the look needs to know a file or directory is as the role would
+    write it: its kind, owner, group and mode, and a file's digest (None for a
+    file that is not regular within `limit`, read as the role reads it)."""
+    import grp  # pylint: disable=import-outside-toplevel
+    import pwd  # pylint: disable=import-outside-toplevel
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return {"kind": None}
+    except OSError:
+        return {"kind": "other"}
+    kind = "dir" if stat.S_ISDIR(found.st_mode) else "file" if stat.S_ISREG(found.st_mode) else "other"
+    seen = {"kind": kind, "uid": found.st_uid, "gid": found.st_gid, "mode": stat.S_IMODE(found.st_mode)}
+    for field, table, ident in (("owner", pwd.getpwuid, found.st_uid), ("group", grp.getgrgid, found.st_gid)):
+        try:
+            seen[field] = table(ident)[0]
+        except KeyError:
+            seen[field] = None
+    if kind == "file":
+        data = read_untrusted(path, limit)
+        seen["digest"] = None if data in (None, NOT_REGULAR) else digest(key, data)
+    return seen
 
 def read_text(path, default=None, limit=1024 * 1024):
     """A file's text; `default` when it is missing, a symlink, not a regular file or above `limit`."""

@@ -4,6 +4,8 @@ listen-queue sampler's, and which apps' files changed."""
 from __future__ import annotations
 
 import json
+import posixpath
+import re
 
 from ansible.module_utils.uwsgi_input import SAMPLER_PROGRAM
 
@@ -168,8 +170,70 @@ def uwsgi_sampler_files(settings, probe, check_mode=False):
             "recorded": probe.get("textfile_record") or {}}
 
 
+
+def uwsgi_file_paths(apps, paths, extra=()):
+    """Every path uwsgi_file_plan may name for these apps, known before the
+    probe (which fingerprints them for the look), with `extra` (the sampler's
+    textfile directory and record)."""
+    names = set(extra)
+    for app in apps:
+        base = "%s/%s" % (paths["config_dir"], app["name"])
+        names.update([base + ".env.ini", base + ".ini", base + ".socket.ini", base + ".reload",
+                      "%s/%s.conf" % (paths["supervisor_conf_dir"], app["name"]),
+                      "%s/%s" % (paths["zerg_dir"], app["name"])])
+        if app.get("socket_dir"):
+            names.add(app["socket_dir"])
+    names.update([paths["config_dir"], posixpath.dirname(paths["helper"]), posixpath.dirname(paths["tmpfiles"]),
+                  paths["tmpfiles"], paths["zerg_dir"], paths["logrotate"], paths["helper"], paths["sampler"],
+                  paths["netlink"], paths["sampler_config"],
+                  "%s/%s.conf" % (paths["supervisor_conf_dir"], SAMPLER_PROGRAM)])
+    return sorted(name for name in names if name)
+
+
+# A symbolic mode the look can judge: who (u, g, o) gains which of r, w, x.
+_GAINS = re.compile(r"^([ugo]+)\+([rwx]+)$")
+_SHIFT = {"u": 6, "g": 3, "o": 0}
+_BITS = {"r": 4, "w": 2, "x": 1}
+
+
+def _mode_holds(want, mode):
+    """Whether a fingerprint's mode is the spec's: an octal mode exactly, a
+    symbolic one such as g+rwx when it has those bits; anything else cannot
+    be told here (None)."""
+    if want is None:
+        return True
+    text = str(want)
+    if re.fullmatch(r"0?[0-7]{3,4}", text):
+        return int(text, 8) == mode
+    clauses = [_GAINS.match(clause) for clause in text.split(",")]
+    if not all(clauses):
+        return None
+    bits = sum(_BITS[perm] << _SHIFT[who] for clause in clauses for who in clause.group(1) for perm in set(clause.group(2)))
+    return mode & bits == bits
+
+
+def _as_spec(spec, found, kind, digest=None):
+    if not found or found.get("kind") != kind or (kind == "file" and (found.get("digest") is None
+                                                                     or found["digest"] != digest)):
+        return False
+    for field, ident in (("owner", "uid"), ("group", "gid")):
+        want = spec.get(field)
+        if want is not None and str(want) not in (found.get(field), str(found.get(ident))):
+            return False
+    return _mode_holds(spec.get("mode"), found.get("mode")) is True
+
+
+def files_as_written(dirs, files, seen, digest_of):
+    """Whether every directory and file (spec, content) of a file plan is on
+    the host as the role would write it, by the probe's fingerprints: then the
+    look needs no module run. False wherever a fingerprint is missing or says
+    something else (the module then compares, and says what differs)."""
+    return (all(_as_spec(spec, seen.get(spec["path"]), "dir") for spec in dirs)
+            and all(_as_spec(spec, seen.get(spec["path"]), "file", digest_of(content)) for spec, content in files))
+
 FILTERS = {
     "uwsgi_file_plan": uwsgi_file_plan,
+    "uwsgi_file_paths": uwsgi_file_paths,
     "uwsgi_sampler_files": uwsgi_sampler_files,
     "uwsgi_sampler_action": uwsgi_sampler_action,
     "uwsgi_changed_apps": uwsgi_changed_apps,
