@@ -182,3 +182,23 @@ def test_the_probe_reads_supervisor_over_its_socket_as_supervisorctl_sees_it(hos
     assert {name: (s["state"], s["pid"]) for name, s in seen["programs"].items()} == {
         name: (s["state"], s["pid"]) for name, s in status.items()}
     host.run("rm -f /root/probe-supervisor.json")
+
+
+def test_a_converged_run_compares_on_fingerprints_and_still_sees_a_file_changed_in_place(host):
+    """A converged host's look runs no module: the probe's fingerprints say every file is as the role
+    writes it. A file changed in place (same size, owner and mode) differs, and the next run writes it again."""
+    run = hc.run_playbook(PLAYBOOK, "-v")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert hc.recap_changed(run.stdout) == {host.backend.get_hostname(): 0}, run.stdout[-3000:]
+    assert "by the probe's fingerprints" in run.stdout, run.stdout[-3000:]
+    env = f"/etc/uwsgi/supervisor/{APPS[0]['name']}.env.ini"
+    before = host.check_output(f"sha256sum {env} && stat -c %U:%G:%a {env}")
+    # One byte flipped where it is: the inode, size, owner and mode stay.
+    host.run_test(f"python3 -c \"import sys; f = open(sys.argv[1], 'r+b'); data = f.read(); f.seek(len(data) - 2); "
+                  f"f.write(b'#' if data[-2:-1] != b'#' else b'!'); f.close()\" {env}")
+    assert host.check_output(f"sha256sum {env} && stat -c %U:%G:%a {env}") != before
+    run = hc.run_playbook(PLAYBOOK)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert hc.recap_changed(run.stdout)[host.backend.get_hostname()] >= 1, run.stdout[-3000:]
+    assert host.check_output(f"sha256sum {env} && stat -c %U:%G:%a {env}") == before
+    hc.wait_until_serving(host, APPS)
