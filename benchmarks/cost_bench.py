@@ -114,15 +114,16 @@ def play(kind: str, which: str, pipelining: str, inv: pathlib.Path, tree: pathli
     """One run: wall, CPU of controller, host and engine, module runs and changes."""
     host = HOSTS[which]
     role_tree = tree if which == "old" else lib.PROJECT
-    playbook = {"facts": "benchmarks/facts.yml", "handler2": str(role_tree / HANDLER_PLAY)}.get(
+    playbook = {"facts": str(lib.PROJECT / "benchmarks" / "facts.yml"), "handler2": str(role_tree / HANDLER_PLAY)}.get(
         kind, str(role_tree / "playbooks" / "site.yml"))
     env = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
            "ANSIBLE_PIPELINING": PIPELINING[pipelining]}
     if which == "old":
         env["ANSIBLE_ROLES_PATH"] = str(CACHE / "baseline-roles")
     before = (resource.getrusage(resource.RUSAGE_CHILDREN), container_usec(host), engine_ticks(), time.monotonic())
+    # From the role's own tree: Ansible finds a role's dynamically included files relative to the working directory too.
     proc = lib.ansible_playbook(str(inv), playbook, "--limit", host, *(extra if kind != "facts" else []),
-                                capture=True, check=False, env=env)
+                                capture=True, check=False, env=env, cwd=role_tree)
     after = (resource.getrusage(resource.RUSAGE_CHILDREN), container_usec(host), engine_ticks(), time.monotonic())
     out = lib.play_result(proc, playbook, host)
     stats = out["stats"][host]

@@ -63,8 +63,8 @@ def say(message: str) -> None:
 
 
 def run(argv: list[str], timeout: float = 600, check: bool = True, env: dict | None = None,
-        capture: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=capture, text=True, timeout=timeout, cwd=PROJECT,
+        capture: bool = True, cwd: pathlib.Path | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=capture, text=True, timeout=timeout, cwd=cwd or PROJECT,
                           env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         detail = (proc.stdout or "")[-3000:] + (proc.stderr or "")[-3000:] if capture else ""
@@ -146,11 +146,11 @@ ANSIBLE_ENV = {
 
 
 def ansible_playbook(inventory: str, playbook: str, *extra: str, capture: bool = False,
-                     env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+                     env: dict | None = None, check: bool = True, cwd: pathlib.Path | None = None) -> subprocess.CompletedProcess:
     argv = ["ansible-playbook", "-i", inventory, playbook, *extra]
     if not capture:
         say("$ " + shlex.join(argv))
-    return run(argv, timeout=900, check=check, capture=capture, env={**ANSIBLE_ENV, **(env or {})})
+    return run(argv, timeout=900, check=check, capture=capture, env={**ANSIBLE_ENV, **(env or {})}, cwd=cwd)
 
 
 def play_result(proc: subprocess.CompletedProcess, playbook: str, host: str) -> dict:
