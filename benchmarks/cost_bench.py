@@ -40,7 +40,7 @@ CACHE = lib.PROJECT / ".cache" / "cost-bench"
 HOSTS = {"new": "uwsgi-cost-new", "old": "uwsgi-cost-old"}
 HANDLER_PLAY = "benchmarks/reload-handler.yml"
 PIPELINING = {"pipelined": "true", "unpipelined": "false"}
-CONTROLLER_ONLY = {"assert", "include_vars", "validate_argument_spec", "set_fact", "debug", "meta", "fail", "uwsgi_warn",
+CONTROLLER_ONLY = {"assert", "include_vars", "validate_argument_spec", "set_fact", "debug", "meta", "fail", "uwsgi_check",
                    "include_tasks", "import_tasks"}
 ENGINE = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2")
 TICK = os.sysconf("SC_CLK_TCK")

@@ -313,11 +313,3 @@ def uwsgi_listen_fallbacks(plan, results, target="host"):
                         outcome.get("detail") or (result.get("stderr") or result.get("msg") or "").strip()[:200],
                         CONTAINER_SECCOMP if target == "container" and outcome.get("reason") == "permission" else ""))
     return {"restart": failed, "warnings": lines}
-
-
-FILTERS = {
-    "uwsgi_apply_plan": uwsgi_apply_plan,
-    "uwsgi_trial_plan": uwsgi_trial_plan,
-    "uwsgi_trial_line": uwsgi_trial_line,
-    "uwsgi_listen_fallbacks": uwsgi_listen_fallbacks,
-}

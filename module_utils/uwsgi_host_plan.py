@@ -653,15 +653,6 @@ def uwsgi_unsettled(seen):
     return [why for hit, why in checks if hit]
 
 
-FILTERS = {
-    "uwsgi_host_needs": uwsgi_host_needs,
-    "uwsgi_unsettled": uwsgi_unsettled,
-    "uwsgi_decisions": uwsgi_decisions,
-    "uwsgi_host_plan": uwsgi_host_plan,
-    "uwsgi_sysctl_overrides": uwsgi_sysctl_overrides,
-    "uwsgi_sysctl_targets": uwsgi_sysctl_targets,
-    "uwsgi_path_checks": uwsgi_path_checks,
-    "uwsgi_preflight_errors": uwsgi_preflight_errors,
-    "uwsgi_venv_plan": uwsgi_venv_plan,
-    "uwsgi_socket_key": host.socket_key,
-}
+def uwsgi_socket_key(socket):
+    """A socket's key in the probe's reports (uwsgi_host.socket_key)."""
+    return host.socket_key(socket)

@@ -78,7 +78,8 @@ def uwsgi_specs():
     """The role's argument specs (meta/argument_specs.yml), by entry point."""
     if not _SPECS:
         with open(SPECS_FILE, encoding="utf-8") as handle:
-            _SPECS.update(yaml.safe_load(handle)["argument_specs"])
+            # libyaml's loader where PyYAML has it: this file is read in every task that checks input.
+            _SPECS.update(yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["argument_specs"])
     return _SPECS
 
 
@@ -321,6 +322,30 @@ def uwsgi_normalize(apps, settings):
 def uwsgi_public(apps):
     """The apps as loops may print them: environment values replaced by their keys."""
     return [dict(app, environment=sorted(app.get("environment") or {})) for app in apps]
+
+
+def uwsgi_input(values, defined, settings, specs=None):
+    """The role's input, checked and filled in, in one call: `errors`, the
+    spec mistakes (uwsgi_spec_errors); `warnings` (uwsgi_input_warnings, and
+    deprecated variables); with no error, `apps` (uwsgi_normalize), `public`
+    (uwsgi_public) and `present`, the public apps whose state is present.
+
+    values: the role's variables the play defines, by name; defined: the
+    names of every uwsgi_* variable it defines. `settings` is read only when
+    the specs find nothing wrong, so a mistyped value fails here, not in a
+    template."""
+    values = _plain(values)
+    errors = uwsgi_spec_errors(values, specs)
+    warnings = uwsgi_input_warnings(defined, values.get("uwsgi_apps"), specs)
+    if "uwsgi_verify_retries" in values:
+        warnings.append("uwsgi_verify_retries is deprecated and will be removed in 2.0.0: set uwsgi_verify_timeout "
+                        "(%s seconds, as before) instead." % values["uwsgi_verify_retries"])
+    if errors:
+        return {"errors": errors, "warnings": warnings, "apps": [], "public": [], "present": []}
+    apps = uwsgi_normalize(values.get("uwsgi_apps"), _plain(settings))
+    public = uwsgi_public(apps)
+    return {"errors": [], "warnings": warnings, "apps": apps, "public": public,
+            "present": [app for app in public if app["state"] == "present"]}
 
 
 def app_label(index, app):
@@ -660,14 +685,3 @@ def uwsgi_input_errors(apps, settings, sysctls):
 
 # The Supervisor program of the listen-queue sampler (files/uwsgi_sampler.py).
 SAMPLER_PROGRAM = "uwsgi-sampler"
-
-
-FILTERS = {
-    "uwsgi_role_variables": uwsgi_role_variables,
-    "uwsgi_spec_errors": uwsgi_spec_errors,
-    "uwsgi_input_warnings": uwsgi_input_warnings,
-    "uwsgi_normalize": uwsgi_normalize,
-    "uwsgi_public": uwsgi_public,
-    "uwsgi_input_errors": uwsgi_input_errors,
-    "uwsgi_ini_escape": uwsgi_ini_escape,
-}

@@ -284,14 +284,3 @@ def uwsgi_prove_live(apps, changed_files, touched, apply, sampler_action):
     return bool(changed_files or touched or (apply or {}).get("listen") or (apply or {}).get("chain")
                 or (apply or {}).get("switch") or sampler_action
                 or any(app.get("check_path") for app in apps))
-
-FILTERS = {
-    "uwsgi_prove_live": uwsgi_prove_live,
-    "uwsgi_proof": uwsgi_proof,
-    "uwsgi_rollback_report": uwsgi_rollback_report,
-    "uwsgi_check_request": uwsgi_check_request,
-    "uwsgi_ready_item": uwsgi_ready_item,
-    "uwsgi_fresh_items": uwsgi_fresh_items,
-    "uwsgi_applied_record": uwsgi_applied_record,
-    "uwsgi_rollback_files": uwsgi_rollback_files,
-}

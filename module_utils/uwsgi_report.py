@@ -86,8 +86,3 @@ def uwsgi_report(probes):
                      "which keep the backlog they were created with until the next boot; they are not services to "
                      "restart for the raise." % (len(system), "" if len(system) == 1 else "s"))
     return {"apps": apps, "capped": capped, "missing": missing, "system": system, "lines": lines}
-
-
-FILTERS = {
-    "uwsgi_report": uwsgi_report,
-}

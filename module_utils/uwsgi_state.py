@@ -119,10 +119,3 @@ def uwsgi_unserved(name, probe):
     if files_unread(name, probe):
         return "its files had changed after its master last read them, so they never served"
     return None
-
-
-FILTERS = {
-    "uwsgi_other_children": uwsgi_other_children,
-    "uwsgi_unserved": uwsgi_unserved,
-    "uwsgi_code_changes": uwsgi_code_changes,
-}

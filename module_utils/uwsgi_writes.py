@@ -230,13 +230,3 @@ def files_as_written(dirs, files, seen, digest_of):
     something else (the module then compares, and says what differs)."""
     return (all(_as_spec(spec, seen.get(spec["path"]), "dir") for spec in dirs)
             and all(_as_spec(spec, seen.get(spec["path"]), "file", digest_of(content)) for spec, content in files))
-
-FILTERS = {
-    "uwsgi_file_plan": uwsgi_file_plan,
-    "uwsgi_file_paths": uwsgi_file_paths,
-    "uwsgi_sampler_files": uwsgi_sampler_files,
-    "uwsgi_sampler_action": uwsgi_sampler_action,
-    "uwsgi_changed_apps": uwsgi_changed_apps,
-    "uwsgi_changed_envs": uwsgi_changed_envs,
-    "uwsgi_dirs_restored": uwsgi_dirs_restored,
-}

@@ -22,9 +22,10 @@ def load(name, relative):
 # The role's shared Python, imported as its plugins and modules import it
 # (filter_plugins/uwsgi.py adds module_utils/ to ansible.module_utils).
 filter_plugin = load("uwsgi_filter_plugin", "filter_plugins/uwsgi.py")
-uwsgi_host = sys.modules["ansible.module_utils.uwsgi_host"]
+uwsgi_host = importlib.import_module("ansible.module_utils.uwsgi_host")
 uwsgi_trial = importlib.import_module("ansible.module_utils.uwsgi_trial")
 # The role's decisions, one file per stage of its path, read here as one namespace.
 filters = types.SimpleNamespace()
 for _stage in filter_plugin.STAGES:
-    vars(filters).update({key: value for key, value in vars(_stage).items() if not key.startswith("__")})
+    _module = importlib.import_module("ansible.module_utils." + _stage)
+    vars(filters).update({key: value for key, value in vars(_module).items() if not key.startswith("__")})

@@ -166,3 +166,37 @@ def test_a_playbooks_own_uwsgi_variables_are_left_alone():
 def test_the_role_reads_the_specs_it_ships():
     assert pathlib.Path(f.SPECS_FILE).resolve() == (ROOT / "meta/argument_specs.yml").resolve()
     assert set(f.uwsgi_specs()) == {"main", "variables", "app"}
+
+
+class Unread(dict):
+    """Settings a call must not read: a mistyped value is reported, never templated."""
+
+    def __getitem__(self, key):
+        raise AssertionError("settings read: %s" % key)
+
+    def items(self):
+        raise AssertionError("settings read")
+
+
+def test_one_call_checks_fills_in_and_warns():
+    from test_decisions import SETTINGS
+    values = dict(DEFAULTS, uwsgi_apps=SITE["uwsgi_apps"] + [{"name": "old", "module": "m:app", "state": "absent"}],
+                  uwsgi_verify_retries=12)
+    out = f.uwsgi_input(values, list(values) + ["uwsgi_lisen"], SETTINGS)
+    assert out["errors"] == []
+    assert out["warnings"] == [
+        "uwsgi_lisen is set, but the role has no variable of that name and ignores it; did you mean uwsgi_listen?",
+        "uwsgi_verify_retries is deprecated and will be removed in 2.0.0: set uwsgi_verify_timeout (12 seconds, as "
+        "before) instead."]
+    assert [app["name"] for app in out["apps"]] == ["flaskapp", "flaskapi", "old"]
+    assert out["apps"][0]["environment"] == {"APP_NAME": "flaskapp"}
+    assert out["public"][0]["environment"] == ["APP_NAME"]
+    assert [app["name"] for app in out["present"]] == ["flaskapp", "flaskapi"]
+    assert out["present"][0]["environment"] == ["APP_NAME"]
+
+
+def test_a_mistake_fills_in_nothing_and_leaves_the_settings_unread():
+    out = f.uwsgi_input({"uwsgi_listen": "lots", "uwsgi_apps": [{"name": "quotes", "module": "app:app"}]},
+                        ["uwsgi_listen", "uwsgi_apps"], Unread())
+    assert out == {"errors": ["uwsgi_listen 'lots' is not an int."], "warnings": [], "apps": [], "public": [],
+                   "present": []}
