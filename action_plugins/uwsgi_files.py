@@ -2,12 +2,13 @@
 host in one module run (library/uwsgi_files.py).
 
 Arguments:
-  dirs:      directories (path, owner, group, mode), passed to the module as they are;
-  templates: files rendered from the role's templates/ (src, path, owner, group, mode,
-             backup, vars: extra template variables such as the app as `item`,
-             secret: true for content never shown in output or diffs);
-  copies:    files copied from the role's files/ (src, path, owner, group, mode);
-  contents:  files given whole (content, path, owner, group, mode, backup);
+  plan:      the file plan (filter uwsgi_file_plan), whose
+    dirs:      directories (path, owner, group, mode), passed to the module as they are;
+    templates: files rendered from the role's templates/ (src, path, owner, group, mode,
+               backup, vars: extra template variables such as the app as `item`,
+               secret: true for content never shown in output or diffs);
+    copies:    files copied from the role's files/ (src, path, owner, group, mode);
+    contents:  files given whole (content, path, owner, group, mode, backup);
   trials:    apps to try aside before their files are written, passed to the module as they are;
   write:     false to try the apps and report what would change, writing nothing;
   seen:      with write false, the probe's fingerprints of these paths (and digest_key, the
@@ -50,14 +51,16 @@ def _newlines_at_end(text):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("dirs", "templates", "copies", "contents", "trials", "write", "seen", "digest_key"))
+    _VALID_ARGS = frozenset(("plan", "trials", "write", "seen", "digest_key"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         args = self._task.args
+        # One argument: Ansible templates a task's arguments one by one, so four would build the plan four times.
+        plan = args.get("plan") or {}
         files, secret_files, secret_contents = [], [], []
-        entries = args.get("templates") or []
+        entries = plan.get("templates") or []
         for entry, content in zip(entries, self._render(entries, task_vars)):
             spec = {key: entry[key] for key in ATTRS if key in entry}
             if entry.get("secret"):
@@ -65,7 +68,7 @@ class ActionModule(ActionBase):
                 secret_contents.append(content)
             else:
                 files.append(dict(spec, content=content))
-        for entry in args.get("copies") or []:
+        for entry in plan.get("copies") or []:
             source = self._find_needle("files", entry["src"])
             try:
                 with open(source, encoding="utf-8") as handle:
@@ -76,14 +79,14 @@ class ActionModule(ActionBase):
             # The role's own scripts: a diff names each by its checksum instead of printing it.
             spec.update(content=content, summary=True)
             files.append(spec)
-        for entry in args.get("contents") or []:
+        for entry in plan.get("contents") or []:
             files.append({key: entry[key] for key in ATTRS + ("content",) if key in entry})
-        if self._as_seen(args, files, secret_files, secret_contents):
+        if self._as_seen(args, plan.get("dirs") or [], files, secret_files, secret_contents):
             result.update(changed=False, changed_files=[], trials=[], backups={}, compared="by the probe's fingerprints")
             return result
         result.update(self._execute_module(
             module_name="uwsgi_files",
-            module_args={"dirs": args.get("dirs") or [], "files": files,
+            module_args={"dirs": plan.get("dirs") or [], "files": files,
                          "secret_files": secret_files, "secret_contents": secret_contents,
                          "trials": args.get("trials") or [], "write": args.get("write", True)},
             task_vars=task_vars,
@@ -122,7 +125,7 @@ class ActionModule(ActionBase):
         return [contents[i] for i in range(len(entries))]
 
     @staticmethod
-    def _as_seen(args, files, secret_files, secret_contents):
+    def _as_seen(args, dirs, files, secret_files, secret_contents):
         """Whether a look finds every file as the role would write it, on the
         probe's fingerprints alone (no app has a reason of its own to be tried)."""
         seen, key = args.get("seen"), args.get("digest_key")
@@ -130,4 +133,4 @@ class ActionModule(ActionBase):
             return False
         pairs = [(spec, to_bytes(spec["content"])) for spec in files]
         pairs += [(spec, to_bytes(content)) for spec, content in zip(secret_files, secret_contents)]
-        return files_as_written(args.get("dirs") or [], pairs, seen, lambda data: digest(key, data))
+        return files_as_written(dirs, pairs, seen, lambda data: digest(key, data))

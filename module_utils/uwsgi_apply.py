@@ -13,6 +13,7 @@ from ansible.module_utils.uwsgi_state import (
     deps_unloaded,
     files_unread,
     program_unread,
+    with_plain_listeners,
     worker_count,
 )
 
@@ -179,6 +180,7 @@ def uwsgi_apply_plan(apps, changed, probe, strategy="graceful", code=None):
     changed: the apps whose files changed in this run (programs, inis, envs,
     binaries); probe: the host before this run."""
     code = code or {}
+    probe = with_plain_listeners(probe)
     plan = {"load": [], "start": [], "restart": [], "listen": [], "reload": [], "chain": [], "switch": [], "why": []}
     for app in apps:
         if app["state"] != "present":

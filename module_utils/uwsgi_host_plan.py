@@ -11,6 +11,7 @@ import re
 
 from ansible.module_utils import uwsgi_host as host
 from ansible.module_utils.uwsgi_input import app_label, as_int
+from ansible.module_utils.uwsgi_state import with_plain_listeners
 
 
 # Directories that are never the role's own, whatever a tmpfiles.d line says.
@@ -606,6 +607,7 @@ def uwsgi_decisions(apps, probe, ctx):
     else the host needs (uwsgi_host_needs) and what the host rules out
     (uwsgi_preflight_errors). ctx: the arguments those take, by name."""
     present = [app for app in apps if app.get("state", "present") == "present"]
+    probe = with_plain_listeners(probe)
     plan = uwsgi_host_plan(apps, probe, ctx["settings"])
     sysctl = uwsgi_sysctl_targets(ctx["sysctls"], probe, ctx["sysctl_file"], ctx["explicit_sysctls"],
                                   ctx["allow_lower"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ansible.module_utils import uwsgi_host as host
 from ansible.module_utils.uwsgi_input import uwsgi_other_children
-from ansible.module_utils.uwsgi_state import app_socket_in_effect, uwsgi_unserved, worker_count
+from ansible.module_utils.uwsgi_state import app_socket_in_effect, uwsgi_unserved, with_plain_listeners, worker_count
 
 
 def uwsgi_proof(apps, probe, users=None, switched=None):
@@ -14,6 +14,7 @@ def uwsgi_proof(apps, probe, users=None, switched=None):
     its listen as the backlog in effect on its socket, its app loaded when it
     was started in this run, as many workers as `processes`, and a 2xx or 3xx
     answer on its check_path when it names one."""
+    probe = with_plain_listeners(probe)
     programs = probe.get("supervisor", {}).get("programs", {})
     verdicts = []
     for app in apps:

@@ -19,6 +19,13 @@ def worker_count(app, probe):
     return None if children is None else max(children - uwsgi_other_children(app), 0)
 
 
+def with_plain_listeners(probe):
+    """The probe with its listeners read once into plain dicts: Ansible hands
+    a filter containers that template an element on every read, and each
+    app's socket is looked up among every listener (14,000 reads for 40 apps)."""
+    return dict(probe, listeners=[dict(listener) for listener in probe.get("listeners") or []])
+
+
 def app_socket_in_effect(app, probe, users=None):
     user = (users if users is not None else probe.get("users") or {}).get(app["uid"]) or {}
     return host.socket_in_effect(app["socket"], probe.get("listeners", []),
