@@ -328,7 +328,8 @@ def uwsgi_input(values, defined, settings, specs=None):
     """The role's input, checked and filled in, in one call: `errors`, the
     spec mistakes (uwsgi_spec_errors); `warnings` (uwsgi_input_warnings, and
     deprecated variables); with no error, `apps` (uwsgi_normalize), `public`
-    (uwsgi_public) and `present`, the public apps whose state is present.
+    (uwsgi_public), `present`, the public apps whose state is present, and
+    `settings`, read once.
 
     values: the role's variables the play defines, by name; defined: the
     names of every uwsgi_* variable it defines. `settings` is read only when
@@ -342,10 +343,11 @@ def uwsgi_input(values, defined, settings, specs=None):
                         "(%s seconds, as before) instead." % values["uwsgi_verify_retries"])
     if errors:
         return {"errors": errors, "warnings": warnings, "apps": [], "public": [], "present": []}
-    apps = uwsgi_normalize(values.get("uwsgi_apps"), _plain(settings))
+    settings = _plain(settings)
+    apps = uwsgi_normalize(values.get("uwsgi_apps"), settings)
     public = uwsgi_public(apps)
     return {"errors": [], "warnings": warnings, "apps": apps, "public": public,
-            "present": [app for app in public if app["state"] == "present"]}
+            "present": [app for app in public if app["state"] == "present"], "settings": settings}
 
 
 def app_label(index, app):

@@ -192,6 +192,7 @@ def test_one_call_checks_fills_in_and_warns():
     assert out["apps"][0]["environment"] == {"APP_NAME": "flaskapp"}
     assert out["public"][0]["environment"] == ["APP_NAME"]
     assert [app["name"] for app in out["present"]] == ["flaskapp", "flaskapi"]
+    assert out["settings"] == SETTINGS
     assert out["present"][0]["environment"] == ["APP_NAME"]
 
 
